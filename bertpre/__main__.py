@@ -1,0 +1,7 @@
+"""`python -m bertpre` runs the CLI."""
+
+import sys
+
+from bertpre.cli import main
+
+sys.exit(main())

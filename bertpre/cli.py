@@ -1,0 +1,150 @@
+"""The `bertpre` command line: thin argument parsing around one Python function per command.
+
+Every config field is an option (``--vocab-size 8000``; nested fields as ``--model.hidden-size``),
+applied on top of ``--config FILE``. User errors print one line and exit with status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import difflib
+import os
+import sys
+import typing
+from typing import Any, Callable, Sequence
+
+from bertpre.config import BertpreError, TokenizerConfig, load_config
+
+EXIT_USER_ERROR = 2
+
+
+def add_config_options(parser: argparse.ArgumentParser, cls: type, prefix: str = "") -> None:
+    """Add one ``--option`` per dataclass field (recursing into nested configs), help from the field."""
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        tp = hints[f.name]
+        if dataclasses.is_dataclass(tp):
+            add_config_options(parser, tp, prefix=f"{prefix}{f.name}.")
+            continue
+        is_list = typing.get_origin(tp) is list
+        default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+        parser.add_argument(
+            f"--{prefix}{f.name}".replace("_", "-"), dest=f"cfg:{prefix}{f.name}",
+            nargs="+" if is_list else None, default=None, metavar=_metavar(tp),
+            help=f"{f.metadata.get('help', '')} [default: {default}]")
+
+
+def _metavar(tp: Any) -> str:
+    args = typing.get_args(tp)
+    if typing.get_origin(tp) is typing.Literal:
+        return "{" + ",".join(map(str, args)) + "}"
+    inner = [a for a in args if a is not type(None)] or [tp]
+    return getattr(inner[0], "__name__", "VALUE").upper()
+
+
+def overrides_from_args(args: argparse.Namespace) -> dict[str, Any]:
+    """The config fields given on the command line, as dotted keys."""
+    return {key[4:]: value for key, value in vars(args).items()
+            if key.startswith("cfg:") and value is not None}
+
+
+def config_from_args(cls: type, args: argparse.Namespace) -> Any:
+    """Load ``cls`` from ``--config`` plus the command-line overrides."""
+    return load_config(cls, args.config, overrides_from_args(args))
+
+
+def _add_command(subparsers: Any, name: str, help: str, cls: type | None,
+                 run: Callable[[argparse.Namespace], int]) -> argparse.ArgumentParser:
+    parser = subparsers.add_parser(name, help=help, description=help,
+                                   formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    if cls is not None:
+        parser.add_argument("--config", metavar="FILE", help="YAML config; options below override its keys")
+        add_config_options(parser, cls)
+    parser.set_defaults(run=run, command_parser=parser)
+    return parser
+
+
+def _run_tokenizer_train(args: argparse.Namespace) -> int:
+    from bertpre.tokenizer import train_tokenizer
+
+    config = config_from_args(TokenizerConfig, args)
+    summary = train_tokenizer(config, show_progress=sys.stderr.isatty())
+    print(summary.table())
+    return 0
+
+
+def _run_quickstart(args: argparse.Namespace) -> int:
+    from bertpre.quickstart import QuickstartConfig, run_quickstart
+
+    run_quickstart(config_from_args(QuickstartConfig, args), show_progress=sys.stderr.isatty())
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The full `bertpre` argument parser."""
+    parser = argparse.ArgumentParser(
+        prog="bertpre", description="BERT pretraining pipeline: tokenizer → prepare → pretrain → "
+        "export → finetune. Run `bertpre COMMAND --help` for the options of each command.")
+    parser.add_argument("--version", action="version", version=f"bertpre {_version()}")
+    commands = parser.add_subparsers(title="commands", metavar="COMMAND")
+
+    tokenizer = commands.add_parser("tokenizer", help="Train a WordPiece tokenizer from scratch.",
+                                    description="Tokenizer commands.")
+    tokenizer_commands = tokenizer.add_subparsers(title="actions", metavar="ACTION")
+    _add_command(tokenizer_commands, "train", "Train a WordPiece vocabulary on text files, JSONL, "
+                 "Parquet, datasets or builtin:python-docs and save it in Hugging Face format.",
+                 TokenizerConfig, _run_tokenizer_train)
+    tokenizer.set_defaults(run=lambda _args: _print_help(tokenizer))
+
+    from bertpre.quickstart import QuickstartConfig
+
+    _add_command(commands, "quickstart", "Run the whole pipeline on the built-in corpus (offline, CPU is fine).",
+                 QuickstartConfig, _run_quickstart)
+    return parser
+
+
+def _print_help(parser: argparse.ArgumentParser) -> int:
+    parser.print_help()
+    return EXIT_USER_ERROR
+
+
+def _refuse_unknown_options(parser: argparse.ArgumentParser, unknown: list[str]) -> None:
+    known = [option for option in parser._option_string_actions if option.startswith("--")]
+    name = unknown[0].split("=")[0]
+    close = difflib.get_close_matches(name, known, n=1, cutoff=0.6)
+    hint = f" (did you mean {close[0]}?)" if close else ""
+    parser.exit(EXIT_USER_ERROR, f"{parser.prog}: error: unknown option {name}{hint}\n")
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("bertpre")
+    except PackageNotFoundError:
+        return "unknown"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the `bertpre` console script."""
+    parser = build_parser()
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:
+        _refuse_unknown_options(getattr(args, "command_parser", parser), unknown)
+    if not hasattr(args, "run"):
+        parser.print_help()
+        return EXIT_USER_ERROR
+    try:
+        return args.run(args)
+    except BertpreError as error:
+        print(f"bertpre: error: {error}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except KeyboardInterrupt:
+        print("bertpre: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "true")
+    sys.exit(main())

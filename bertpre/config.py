@@ -1,0 +1,276 @@
+"""Typed configs for every pipeline stage, loaded from YAML and command-line overrides.
+
+Each stage has one dataclass; the YAML files under ``configs/`` are instances of them. Loading is
+strict: an unknown key, a wrong type or an impossible value is refused with a one-line
+:class:`ConfigError` naming the file, the key and, for a typo, the closest valid key.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Optional, TypeVar, Union
+
+import yaml
+
+SPECIAL_TOKENS: tuple[str, ...] = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
+"""BERT's special tokens, in the order of their fixed ids: [PAD]=0, [UNK]=1, [CLS]=2, [SEP]=3, [MASK]=4."""
+
+
+class BertpreError(Exception):
+    """A problem the user can fix; the CLI prints it as one line, without a traceback."""
+
+
+class ConfigError(BertpreError):
+    """A config file or override that is not a valid instance of its dataclass."""
+
+
+def option(default: Any = dataclasses.MISSING, help: str = "", **kwargs: Any) -> Any:
+    """A dataclass field with a help text, shown by ``--help`` and in the README's config reference."""
+    if isinstance(default, (list, dict)):
+        value = default
+        return field(default_factory=lambda: type(value)(value), metadata={"help": help}, **kwargs)
+    return field(default=default, metadata={"help": help}, **kwargs)
+
+
+# --------------------------------------------------------------------------------------------
+# Stage configs
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class CorpusConfig:
+    """Where raw text comes from and how it is cleaned; shared by `tokenizer` and `prepare`."""
+
+    inputs: list[str] = option([], "Text sources: files, globs, directories, JSONL/Parquet (.gz ok), "
+                               "`hf:NAME[:CONFIG][@SPLIT]` hub datasets, `load_from_disk` directories, "
+                               "or `builtin:python-docs`.")
+    text_column: str = option("text", "Column holding the text in JSONL, Parquet and datasets inputs.")
+    document_boundary: Literal["auto", "blank_line", "heading", "file"] = option(
+        "auto", "How plain-text files split into documents: `blank_line` (original BERT format), "
+        "`heading` (`= Title =` lines), `file` (one document per file), `auto` (heading if the "
+        "file has such headings, else blank_line).")
+    errors: Literal["strict", "replace"] = option(
+        "strict", "Undecodable bytes: `strict` stops with the file and byte offset; `replace` "
+        "substitutes U+FFFD and reports a count.")
+    deduplicate: bool = option(False, "Drop exact-duplicate lines (a known cause of MLM loss stalls).")
+    max_documents: Optional[int] = option(None, "Stop after this many documents (all when unset).")
+
+    def __post_init__(self) -> None:
+        if self.max_documents is not None and self.max_documents < 1:
+            raise ConfigError("max_documents: must be at least 1 (or unset for all documents)")
+
+
+@dataclass
+class TokenizerConfig(CorpusConfig):
+    """`bertpre tokenizer train`: a WordPiece vocabulary trained from scratch."""
+
+    output: str = option("runs/tokenizer", "Directory to write the tokenizer to.")
+    vocab_size: int = option(30522, "Vocabulary size, special tokens included (BERT: 30,522).")
+    min_frequency: int = option(2, "Minimum count for a piece to enter the vocabulary.")
+    lowercase: bool = option(True, "Lowercase the text (uncased model).")
+    strip_accents: Optional[bool] = option(
+        None, "Strip accents; unset follows BERT's convention (strip when lowercasing).")
+    limit_alphabet: int = option(1000, "Most single characters kept in the initial alphabet.")
+    extra_special_tokens: list[str] = option([], "Special tokens added after the five BERT ones.")
+    overwrite: bool = option(False, "Replace a non-empty output directory.")
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        specials = len(SPECIAL_TOKENS) + len(self.extra_special_tokens)
+        if self.vocab_size <= specials:
+            raise ConfigError(f"vocab_size: {self.vocab_size} leaves no room beyond the {specials} "
+                              "special tokens; use at least a few hundred")
+        if self.min_frequency < 1:
+            raise ConfigError("min_frequency: must be at least 1")
+        if self.limit_alphabet < 1:
+            raise ConfigError("limit_alphabet: must be at least 1")
+        clash = set(self.extra_special_tokens) & set(SPECIAL_TOKENS)
+        if clash:
+            raise ConfigError(f"extra_special_tokens: {sorted(clash)} are already BERT's special tokens")
+
+
+@dataclass
+class ModelConfig:
+    """The encoder's shape; the same fields as `transformers.BertConfig`, with BERT's defaults."""
+
+    vocab_size: int = option(30522, "Vocabulary size; must equal the tokenizer's.")
+    hidden_size: int = option(768, "Width of the hidden states.")
+    num_hidden_layers: int = option(12, "Number of encoder layers.")
+    num_attention_heads: int = option(12, "Attention heads per layer; must divide hidden_size.")
+    intermediate_size: int = option(3072, "Width of the feed-forward layer (BERT: 4 × hidden).")
+    hidden_act: Literal["gelu", "gelu_new", "relu"] = option("gelu", "Feed-forward activation.")
+    hidden_dropout_prob: float = option(0.1, "Dropout on embeddings and residual branches.")
+    attention_probs_dropout_prob: float = option(0.1, "Dropout on attention probabilities.")
+    max_position_embeddings: int = option(512, "Longest sequence the position embeddings cover.")
+    type_vocab_size: int = option(2, "Number of token types (segments A and B).")
+    initializer_range: float = option(0.02, "Std of the normal initialisation.")
+    layer_norm_eps: float = option(1e-12, "LayerNorm epsilon.")
+    pad_token_id: int = option(0, "Id of [PAD].")
+
+    def __post_init__(self) -> None:
+        for name in ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads",
+                     "intermediate_size", "max_position_embeddings", "type_vocab_size"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name}: must be a positive integer, got {getattr(self, name)}")
+        if self.hidden_size % self.num_attention_heads:
+            raise ConfigError(f"hidden_size: {self.hidden_size} is not divisible by "
+                              f"num_attention_heads={self.num_attention_heads}")
+        if self.vocab_size < len(SPECIAL_TOKENS):
+            raise ConfigError(f"vocab_size: {self.vocab_size} is smaller than the "
+                              f"{len(SPECIAL_TOKENS)} special tokens")
+        for name in ("hidden_dropout_prob", "attention_probs_dropout_prob"):
+            if not 0.0 <= getattr(self, name) < 1.0:
+                raise ConfigError(f"{name}: must be in [0, 1), got {getattr(self, name)}")
+        if not 0 <= self.pad_token_id < self.vocab_size:
+            raise ConfigError(f"pad_token_id: {self.pad_token_id} is outside the vocabulary")
+
+
+# --------------------------------------------------------------------------------------------
+# Loading
+# --------------------------------------------------------------------------------------------
+
+C = TypeVar("C")
+
+
+def load_config(cls: type[C], path: str | Path | None = None,
+                overrides: dict[str, Any] | None = None) -> C:
+    """Build a ``cls`` from a YAML file (optional) and ``overrides`` (dotted keys for nested configs).
+
+    Override values may be strings as typed on a command line; they are parsed as YAML scalars.
+    Raises :class:`ConfigError` with one line naming the file and the key on any problem.
+    """
+    source = str(path) if path else "command line"
+    data: dict[str, Any] = read_yaml(path) if path else {}
+    for key, value in (overrides or {}).items():
+        _set_dotted(data, key, _parse_scalar(value) if isinstance(value, str) else value)
+    try:
+        return config_from_dict(cls, data)
+    except ConfigError as error:
+        raise ConfigError(f"{source}: {error}") from None
+
+
+def read_yaml(path: str | Path) -> dict[str, Any]:
+    """Read a YAML mapping; a missing file or bad syntax is a one-line :class:`ConfigError`."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: config file not found")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark else ""
+        raise ConfigError(f"{path}:{where} invalid YAML ({getattr(error, 'problem', error)})") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping of keys to values, got {type(data).__name__}")
+    return data
+
+
+def config_from_dict(cls: type[C], data: dict[str, Any], prefix: str = "") -> C:
+    """Validate ``data`` against the dataclass ``cls`` and build it (recursing into nested configs)."""
+    fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    hints = typing.get_type_hints(cls)
+    kwargs: dict[str, Any] = {}
+    for key, value in data.items():
+        if key not in fields:
+            raise ConfigError(_unknown_key_message(prefix + str(key), list(fields), prefix))
+        kwargs[key] = _coerce(value, hints[key], prefix + key)
+    try:
+        return cls(**kwargs)
+    except ConfigError as error:
+        if prefix:
+            raise ConfigError(f"{prefix}{error}") from None
+        raise
+
+
+def config_to_dict(config: Any) -> dict[str, Any]:
+    """A plain dict of a config, suitable for YAML or JSON."""
+    return dataclasses.asdict(config)
+
+
+def save_config(config: Any, path: str | Path) -> None:
+    """Write a config as YAML, so a run records exactly what it ran with."""
+    Path(path).write_text(yaml.safe_dump(config_to_dict(config), sort_keys=False), encoding="utf-8")
+
+
+def field_help(cls: type) -> dict[str, str]:
+    """Field name → help text of a config dataclass."""
+    return {f.name: f.metadata.get("help", "") for f in dataclasses.fields(cls)}
+
+
+def _unknown_key_message(key: str, valid: list[str], prefix: str) -> str:
+    leaf = key[len(prefix):]
+    close = difflib.get_close_matches(leaf, valid, n=1, cutoff=0.5)
+    hint = f" (did you mean '{prefix}{close[0]}'?)" if close else f" (valid keys: {', '.join(valid)})"
+    return f"unknown key '{key}'{hint}"
+
+
+def _set_dotted(data: dict[str, Any], dotted: str, value: Any) -> None:
+    *parents, leaf = dotted.replace("-", "_").split(".")
+    node = data
+    for part in parents:
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"{dotted}: '{part}' is not a nested config")
+    node[leaf] = value
+
+
+def _parse_scalar(text: str) -> Any:
+    try:
+        return yaml.safe_load(text) if text != "" else ""
+    except yaml.YAMLError:
+        return text
+
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", str(tp).replace("typing.", ""))
+
+
+def _coerce(value: Any, tp: Any, key: str) -> Any:
+    """Check ``value`` against the annotation ``tp``; convert only where lossless (int → float)."""
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if origin in (Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        inner = [a for a in args if a is not type(None)]
+        return _coerce(value, inner[0], key)
+    if origin is Literal:
+        if value not in args:
+            raise ConfigError(f"{key}: {value!r} is not one of {', '.join(map(str, args))}")
+        return value
+    if origin is list:
+        if isinstance(value, (str, int, float)) and not isinstance(value, bool):
+            value = [value]
+        if not isinstance(value, list):
+            raise ConfigError(f"{key}: expected a list, got {type(value).__name__}")
+        return [_coerce(v, args[0], f"{key}[{i}]") for i, v in enumerate(value)]
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key}: expected a mapping of {tp.__name__} keys")
+        return config_from_dict(tp, value, prefix=key + ".")
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{key}: expected true or false, got {value!r}")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{key}: expected an integer, got {value!r}")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{key}: expected a number, got {value!r}")
+        return float(value)
+    if tp is str:
+        if isinstance(value, (dict, list)) or value is None:
+            raise ConfigError(f"{key}: expected a string, got {value!r}")
+        return str(value)
+    if tp is Any:
+        return value
+    raise ConfigError(f"{key}: unsupported type {_type_name(tp)}")

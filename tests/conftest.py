@@ -1,0 +1,41 @@
+"""Shared fixtures: paths to the real corpora in ../shared/data and small corpora written per test."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = Path(os.environ.get("BERTPRE_SHARED_DATA", REPO.parent / "shared" / "data"))
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+def shared_path(relative: str) -> Path:
+    """A file under ../shared/data; the test is skipped (not failed) on a checkout without it."""
+    path = SHARED_DATA / relative
+    if not path.exists():
+        pytest.skip(f"{path} not present (the project's shared data lies beside the checkout)")
+    return path
+
+
+@pytest.fixture
+def wiki_10docs() -> Path:
+    """The first 10 Wikipedia articles, `= Title =` headings, one paragraph per line (485 KB)."""
+    return shared_path("ci/wiki_first10docs.txt")
+
+
+@pytest.fixture
+def small_corpus(tmp_path: Path) -> Path:
+    """A few short documents in the original BERT format (blank line between documents)."""
+    text = (
+        "The quick brown fox jumps over the lazy dog.\nIt was not amused.\n\n"
+        "Tokenizers split words into pieces.\nWordPiece marks continuations with two hashes.\n\n"
+        "Pretraining uses masked language modelling.\nNext sentence prediction uses pairs.\n"
+    )
+    path = tmp_path / "corpus.txt"
+    path.write_text(text * 20, encoding="utf-8")
+    return path

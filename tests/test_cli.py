@@ -1,0 +1,44 @@
+"""The command line: help for every option, one-line errors with exit status 2, no tracebacks."""
+
+from __future__ import annotations
+
+import dataclasses
+import subprocess
+import sys
+from pathlib import Path
+
+from bertpre.config import TokenizerConfig
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "bertpre", *args], capture_output=True, text=True, timeout=300)
+
+
+def test_help_lists_commands_and_every_tokenizer_option() -> None:
+    top = run_cli("--help")
+    assert top.returncode == 0 and "tokenizer" in top.stdout
+    help_text = run_cli("tokenizer", "train", "--help").stdout
+    for field in dataclasses.fields(TokenizerConfig):
+        assert f"--{field.name.replace('_', '-')}" in help_text, field.name
+
+
+def test_tokenizer_train_from_the_command_line(tmp_path: Path, wiki_10docs: Path) -> None:
+    result = run_cli("tokenizer", "train", "--inputs", str(wiki_10docs), "--vocab-size", "300",
+                     "--output", str(tmp_path / "tok"))
+    assert result.returncode == 0, result.stderr
+    assert "vocabulary     300 tokens" in result.stdout
+    assert (tmp_path / "tok" / "tokenizer.json").exists()
+
+
+def test_user_errors_are_one_line_without_traceback(tmp_path: Path) -> None:
+    missing = run_cli("tokenizer", "train", "--inputs", str(tmp_path / "missing.txt"))
+    typo = run_cli("tokenizer", "train", "--vocab-sise", "10")
+    config = tmp_path / "tok.yaml"
+    config.write_text("vocab_sise: 100\n")
+    bad_key = run_cli("tokenizer", "train", "--config", str(config))
+    for result, expected in ((missing, "missing.txt: no such file"),
+                             (typo, "did you mean --vocab-size?"),
+                             (bad_key, "did you mean 'vocab_size'?")):
+        assert result.returncode == 2
+        assert expected in result.stderr
+        assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) == 1

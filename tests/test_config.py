@@ -1,0 +1,77 @@
+"""Configs: YAML files are typed dataclass instances; bad keys, types and values are one-line errors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import transformers
+
+from bertpre.config import ConfigError, ModelConfig, TokenizerConfig, load_config
+
+from .conftest import REPO
+
+MODEL_SIZES = {  # name: (layers, hidden, heads)
+    "tiny": (2, 128, 2), "mini": (4, 256, 4), "small": (4, 512, 8),
+    "medium": (8, 512, 8), "base": (12, 768, 12), "large": (24, 1024, 16),
+}
+
+
+@pytest.mark.parametrize("name", sorted(MODEL_SIZES))
+def test_model_size_configs_have_berts_shapes(name: str) -> None:
+    config = load_config(ModelConfig, REPO / "configs" / "model" / f"{name}.yaml")
+    layers, hidden, heads = MODEL_SIZES[name]
+    assert (config.num_hidden_layers, config.hidden_size, config.num_attention_heads) == (layers, hidden, heads)
+    assert config.intermediate_size == 4 * hidden
+    assert config.vocab_size == 30522 and config.max_position_embeddings == 512
+    # every field is a BertConfig field with the same meaning
+    hf = transformers.BertConfig(**vars(config))
+    assert hf.hidden_size == hidden and hf.num_hidden_layers == layers
+
+
+def test_unknown_key_names_file_key_and_closest_valid_key(tmp_path: Path) -> None:
+    path = tmp_path / "model.yaml"
+    path.write_text("hiden_size: 256\n")
+    with pytest.raises(ConfigError) as error:
+        load_config(ModelConfig, path)
+    message = str(error.value)
+    assert str(path) in message and "hiden_size" in message and "'hidden_size'" in message
+    assert "\n" not in message
+
+
+def test_wrong_type_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "model.yaml"
+    path.write_text("num_hidden_layers: two\n")
+    with pytest.raises(ConfigError, match=r"model.yaml: num_hidden_layers: expected an integer"):
+        load_config(ModelConfig, path)
+    with pytest.raises(ConfigError, match="expected true or false"):
+        load_config(TokenizerConfig, None, {"lowercase": "maybe"})
+
+
+def test_impossible_values_are_refused() -> None:
+    with pytest.raises(ConfigError, match="hidden_size: 100 is not divisible by num_attention_heads=3"):
+        load_config(ModelConfig, None, {"hidden_size": "100", "num_attention_heads": "3"})
+    with pytest.raises(ConfigError, match="vocab_size"):
+        load_config(ModelConfig, None, {"vocab_size": "4"})
+    with pytest.raises(ConfigError, match="vocab_size: 5 leaves no room"):
+        load_config(TokenizerConfig, None, {"vocab_size": "5"})
+    with pytest.raises(ConfigError, match="hidden_dropout_prob"):
+        load_config(ModelConfig, None, {"hidden_dropout_prob": "1.5"})
+    with pytest.raises(ConfigError, match="document_boundary: 'pages' is not one of"):
+        load_config(TokenizerConfig, None, {"document_boundary": "pages"})
+
+
+def test_command_line_overrides_win_over_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "tok.yaml"
+    path.write_text("vocab_size: 1000\nlowercase: false\ninputs: [a.txt]\n")
+    config = load_config(TokenizerConfig, path, {"vocab_size": "2000", "inputs": ["b.txt", "c.txt"]})
+    assert config.vocab_size == 2000 and config.lowercase is False and config.inputs == ["b.txt", "c.txt"]
+
+
+def test_invalid_yaml_and_missing_file_are_one_line(tmp_path: Path) -> None:
+    path = tmp_path / "bad.yaml"
+    path.write_text("vocab_size: [1, 2\n")
+    with pytest.raises(ConfigError, match="bad.yaml: line"):
+        load_config(TokenizerConfig, path)
+    with pytest.raises(ConfigError, match="config file not found"):
+        load_config(TokenizerConfig, tmp_path / "nope.yaml")
