@@ -14,7 +14,7 @@ import sys
 import typing
 from typing import Any, Callable, Sequence
 
-from bertpre.config import BertpreError, TokenizerConfig, load_config
+from bertpre.config import BertpreError, PrepareConfig, TokenizerConfig, load_config
 
 EXIT_USER_ERROR = 2
 
@@ -74,6 +74,14 @@ def _run_tokenizer_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _run_prepare(args: argparse.Namespace) -> int:
+    from bertpre.data import prepare_pretraining_data
+
+    summary = prepare_pretraining_data(config_from_args(PrepareConfig, args), show_progress=sys.stderr.isatty())
+    print(summary.table())
+    return 0
+
+
 def _run_quickstart(args: argparse.Namespace) -> int:
     from bertpre.quickstart import QuickstartConfig, run_quickstart
 
@@ -96,6 +104,9 @@ def build_parser() -> argparse.ArgumentParser:
                  "Parquet, datasets or builtin:python-docs and save it in Hugging Face format.",
                  TokenizerConfig, _run_tokenizer_train)
     tokenizer.set_defaults(run=lambda _args: _print_help(tokenizer))
+
+    _add_command(commands, "prepare", "Turn raw corpora into tokenized next-sentence pairs saved as sharded, "
+                 "memory-mapped Arrow data (train and held-out eval splits).", PrepareConfig, _run_prepare)
 
     from bertpre.quickstart import QuickstartConfig
 

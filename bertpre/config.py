@@ -95,6 +95,52 @@ class TokenizerConfig(CorpusConfig):
 
 
 @dataclass
+class PrepareConfig(CorpusConfig):
+    """`bertpre prepare`: next-sentence pairs, tokenized, as sharded memory-mapped Arrow data."""
+
+    tokenizer: str = option("tokenizer", "Tokenizer directory (from `bertpre tokenizer train`).")
+    output: str = option("runs/data", "Directory to write the prepared dataset to.")
+    max_seq_length: int = option(128, "Length of a pair with its [CLS] and two [SEP] tokens.")
+    short_seq_prob: float = option(0.1, "Probability of a shorter random target length (BERT: 0.1).")
+    random_next_prob: float = option(0.5, "Probability that segment B comes from another document.")
+    dupe_factor: int = option(1, "Passes over the corpus, each with different random pair choices.")
+    seed: int = option(12345, "Seed of every random choice; same input + seed → same bytes.")
+    eval_fraction: float = option(0.01, "Fraction of documents held out for evaluation (at least 2 "
+                                  "documents when non-zero).")
+    num_workers: int = option(0, "Processes for reading, tokenizing and pairing; 0 = all cores.")
+    shard: Optional[str] = option(None, "Prepare slice `i/N` of the input files (0-based), for many "
+                                  "machines in parallel; write each to its own output.")
+    max_shard_size: str = option("500MB", "Largest Arrow file written per split.")
+    overwrite: bool = option(False, "Replace an existing prepared dataset.")
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not 8 <= self.max_seq_length <= 8192:
+            raise ConfigError(f"max_seq_length: {self.max_seq_length} is outside 8…8192")
+        for name in ("short_seq_prob", "random_next_prob", "eval_fraction"):
+            if not 0.0 <= getattr(self, name) < 1.0:
+                raise ConfigError(f"{name}: must be in [0, 1), got {getattr(self, name)}")
+        if self.dupe_factor < 1:
+            raise ConfigError("dupe_factor: must be at least 1")
+        if self.num_workers < 0:
+            raise ConfigError("num_workers: must be 0 (all cores) or more")
+        if self.shard is not None:
+            self.shard_index_and_count()
+
+    def shard_index_and_count(self) -> tuple[int, int]:
+        """``(i, N)`` from ``shard: i/N``; ``(0, 1)`` when unsharded."""
+        if self.shard is None:
+            return 0, 1
+        try:
+            index, count = (int(part) for part in self.shard.split("/"))
+        except ValueError:
+            raise ConfigError(f"shard: expected i/N such as 3/16, got {self.shard!r}") from None
+        if not 0 <= index < count:
+            raise ConfigError(f"shard: index {index} is outside 0…{count - 1}")
+        return index, count
+
+
+@dataclass
 class ModelConfig:
     """The encoder's shape; the same fields as `transformers.BertConfig`, with BERT's defaults."""
 

@@ -122,7 +122,7 @@ def read_documents(config: CorpusConfig, sources: list[str] | None = None,
 
     Lines are stripped of line-ending variants; empty and control-character-only lines are
     dropped; with ``config.deduplicate`` exact-duplicate lines are dropped. ``stats`` is filled in
-    as a side effect for summaries.
+    as a side effect for summaries (see :func:`warn_about_replaced_bytes`).
     """
     stats = stats if stats is not None else CorpusStats()
     sources = sources if sources is not None else resolve_inputs(config.inputs)
@@ -141,6 +141,10 @@ def read_documents(config: CorpusConfig, sources: list[str] | None = None,
             emitted += 1
             if config.max_documents is not None and emitted >= config.max_documents:
                 return
+
+
+def warn_about_replaced_bytes(stats: CorpusStats) -> None:
+    """Say how many lines had undecodable bytes replaced (``errors: replace``)."""
     if stats.replaced_lines:
         warnings.warn(f"{stats.replaced_lines} lines had undecodable bytes, replaced with U+FFFD "
                       "(errors=replace)", stacklevel=2)

@@ -21,7 +21,8 @@ from typing import Iterable
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
 
 from bertpre.config import SPECIAL_TOKENS, BertpreError, TokenizerConfig, save_config
-from bertpre.corpus import CorpusStats, Document, iter_paragraph_batches, read_documents, resolve_inputs
+from bertpre.corpus import (CorpusStats, Document, iter_paragraph_batches, read_documents, resolve_inputs,
+                            warn_about_replaced_bytes)
 
 PAD, UNK, CLS, SEP, MASK = SPECIAL_TOKENS
 
@@ -92,6 +93,7 @@ def train_tokenizer(config: TokenizerConfig, show_progress: bool = True) -> Toke
         show_progress=show_progress, special_tokens=pinned, initial_alphabet=alphabet,
         limit_alphabet=len(alphabet), continuing_subword_prefix="##")
     tokenizer.train_from_iterator(iter_paragraph_batches(read_documents(config, sources)), trainer=trainer)
+    warn_about_replaced_bytes(stats)
     vocab = _canonical_vocabulary(tokenizer.get_vocab(), special_tokens, alphabet, config.vocab_size)
     tokenizer = build_wordpiece_tokenizer(config, vocab)
     tokenizer.add_special_tokens(special_tokens)
