@@ -23,7 +23,6 @@ import os
 import random
 import re
 import shutil
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,6 +32,7 @@ import numpy as np
 
 from bertpre.config import SPECIAL_TOKENS, BertpreError, PrepareConfig, save_config
 from bertpre.corpus import CorpusStats, read_documents, resolve_inputs, warn_about_replaced_bytes
+from bertpre.io import atomic_directory, check_writable_output
 
 DATA_FORMAT_VERSION = 1
 IGNORE_INDEX = -100
@@ -257,16 +257,13 @@ def prepare_pretraining_data(config: PrepareConfig, show_progress: bool = True) 
 
     started = time.perf_counter()
     output = Path(config.output)
-    if output.exists() and any(output.iterdir()) and not config.overwrite:
-        raise BertpreError(f"{output}: a dataset is already there; choose another --output or pass --overwrite true")
+    check_writable_output(output, config.overwrite)
     tokenizer_info = _check_tokenizer(config)
     sources = _sources_of_this_shard(config)
     workers = config.num_workers or os.cpu_count() or 1
     if not show_progress:
         datasets.disable_progress_bars()
-    output.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{output.name}.", dir=output.parent))
-    try:
+    with atomic_directory(output, overwrite=config.overwrite) as staging:
         stats = CorpusStats()
         documents = _tokenized_documents(config, sources, staging, workers, stats)
         train_docs, eval_docs = _split_documents(documents, config.eval_fraction, staging)
@@ -283,12 +280,6 @@ def prepare_pretraining_data(config: PrepareConfig, show_progress: bool = True) 
         _write_metadata(staging, config, tokenizer_info, summary)
         for scratch in ("documents", "train-docs", "eval-docs", "train-pairs", "eval-pairs", "hf-cache"):
             shutil.rmtree(staging / scratch, ignore_errors=True)
-        if output.exists():
-            shutil.rmtree(output)
-        os.replace(staging, output)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     summary.seconds = time.perf_counter() - started
     return summary
 

@@ -8,10 +8,8 @@ else. Weights are read and written with safetensors only; nothing is unpickled.
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable
@@ -23,6 +21,7 @@ from torch import Tensor, nn
 from transformers import BertConfig
 
 from bertpre.config import BertpreError
+from bertpre.io import atomic_directory, check_writable_output
 from bertpre.model import BertForPreTraining, BertForSequenceClassification
 
 # our name → Hugging Face name; "{i}" is a layer index. The fused qkv is handled separately.
@@ -137,14 +136,11 @@ def export_model(model: nn.Module, output: str | Path, tokenizer_dir: str | Path
     directory and renamed, so a failure never leaves a half-written export.
     """
     output = Path(output)
-    if output.exists() and any(output.iterdir()) and not overwrite:
-        raise BertpreError(f"{output}: directory is not empty; choose another output or pass --overwrite true")
+    check_writable_output(output, overwrite)
     config: BertConfig = model.config
     if tokenizer_dir is not None:
         _check_tokenizer_matches(config, Path(tokenizer_dir))
-    output.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{output.name}.", dir=output.parent))
-    try:
+    with atomic_directory(output, overwrite=overwrite) as staging:
         architecture = ("BertForSequenceClassification" if isinstance(model, BertForSequenceClassification)
                         else "BertForPreTraining")
         hf_config = BertConfig.from_dict({**config.to_dict(), "architectures": [architecture]})
@@ -156,12 +152,6 @@ def export_model(model: nn.Module, output: str | Path, tokenizer_dir: str | Path
                     shutil.copy2(Path(tokenizer_dir) / name, staging / name)
         if model_card:
             (staging / "README.md").write_text(model_card, encoding="utf-8")
-        if output.exists():
-            shutil.rmtree(output)
-        os.replace(staging, output)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     return output
 
 

@@ -9,9 +9,6 @@ The saved directory holds ``tokenizer.json`` (fast tokenizer), ``vocab.txt`` (cl
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import tempfile
 import time
 from collections import Counter
 from dataclasses import dataclass
@@ -22,6 +19,7 @@ from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers,
 
 from bertpre.config import SPECIAL_TOKENS, BertpreError, TokenizerConfig, save_config
 from bertpre.corpus import (CorpusStats, Document, iter_paragraph_batches, read_documents, resolve_inputs,
+from bertpre.io import atomic_directory, check_writable_output
                             warn_about_replaced_bytes)
 
 PAD, UNK, CLS, SEP, MASK = SPECIAL_TOKENS
@@ -75,7 +73,7 @@ def train_tokenizer(config: TokenizerConfig, show_progress: bool = True) -> Toke
     files go to a temporary sibling directory that is renamed at the end.
     """
     output = Path(config.output)
-    _check_output_directory(output, config.overwrite)
+    check_writable_output(output, config.overwrite)
     sources = resolve_inputs(config.inputs)
     started = time.perf_counter()
     stats = CorpusStats()
@@ -98,7 +96,8 @@ def train_tokenizer(config: TokenizerConfig, show_progress: bool = True) -> Toke
     tokenizer = build_wordpiece_tokenizer(config, vocab)
     tokenizer.add_special_tokens(special_tokens)
     tokenizer.post_processor = bert_post_processor(tokenizer)
-    _save_atomically(tokenizer, config, output)
+    with atomic_directory(output, overwrite=True, keep_other_files=True) as staging:
+        save_tokenizer_files(tokenizer, config, staging)
     return TokenizerSummary(str(output), tokenizer.get_vocab_size(), config.vocab_size, stats.documents,
                             stats.paragraphs, stats.characters, time.perf_counter() - started)
 
@@ -141,32 +140,6 @@ def bert_post_processor(tokenizer: Tokenizer) -> processors.TemplateProcessing:
         pair=f"{CLS}:0 $A:0 {SEP}:0 $B:1 {SEP}:1",
         special_tokens=[(CLS, tokenizer.token_to_id(CLS)), (SEP, tokenizer.token_to_id(SEP))],
     )
-
-
-def _check_output_directory(output: Path, overwrite: bool) -> None:
-    if output.exists() and not output.is_dir():
-        raise BertpreError(f"{output}: exists and is not a directory")
-    if output.is_dir() and any(output.iterdir()) and not overwrite:
-        raise BertpreError(f"{output}: directory is not empty; choose another --output or pass --overwrite true")
-
-
-def _save_atomically(tokenizer: Tokenizer, config: TokenizerConfig, output: Path) -> None:
-    output.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{output.name}.", dir=output.parent))
-    try:
-        save_tokenizer_files(tokenizer, config, staging)
-        if output.is_dir() and any(output.iterdir()):
-            # Overwriting: replace our files one by one and leave the user's others (a recipe) alone.
-            for staged in staging.iterdir():
-                os.replace(staged, output / staged.name)
-            staging.rmdir()
-        else:
-            if output.is_dir():
-                output.rmdir()
-            os.replace(staging, output)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
 
 
 def save_tokenizer_files(tokenizer: Tokenizer, config: TokenizerConfig, directory: Path) -> None:

@@ -256,7 +256,7 @@ def test_existing_dataset_is_not_overwritten_unless_asked(tmp_path: Path, wiki_1
     output = tmp_path / "out"
     output.mkdir()
     (output / "prepare.json").write_text("{}")
-    with pytest.raises(BertpreError, match="already there"):
+    with pytest.raises(BertpreError, match="directory is not empty"):
         prepare([wiki_10docs], output)
 
 
