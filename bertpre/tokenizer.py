@@ -19,8 +19,8 @@ from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers,
 
 from bertpre.config import SPECIAL_TOKENS, BertpreError, TokenizerConfig, save_config
 from bertpre.corpus import (CorpusStats, Document, iter_paragraph_batches, read_documents, resolve_inputs,
-from bertpre.io import atomic_directory, check_writable_output
                             warn_about_replaced_bytes)
+from bertpre.io import atomic_directory, check_writable_output
 
 PAD, UNK, CLS, SEP, MASK = SPECIAL_TOKENS
 
