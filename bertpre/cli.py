@@ -14,7 +14,7 @@ import sys
 import typing
 from typing import Any, Callable, Sequence
 
-from bertpre.config import BertpreError, PrepareConfig, TokenizerConfig, load_config
+from bertpre.config import BertpreError, PrepareConfig, PretrainConfig, TokenizerConfig, load_config
 
 EXIT_USER_ERROR = 2
 
@@ -25,6 +25,9 @@ def add_config_options(parser: argparse.ArgumentParser, cls: type, prefix: str =
     for f in dataclasses.fields(cls):
         tp = hints[f.name]
         if dataclasses.is_dataclass(tp):
+            parser.add_argument(f"--{prefix}{f.name}".replace("_", "-"), dest=f"cfg:{prefix}{f.name}",
+                                default=None, metavar="FILE",
+                                help=f"{f.metadata.get('help', '')} Its fields follow as --{f.name}.FIELD.")
             add_config_options(parser, tp, prefix=f"{prefix}{f.name}.")
             continue
         is_list = typing.get_origin(tp) is list
@@ -82,6 +85,14 @@ def _run_prepare(args: argparse.Namespace) -> int:
     return 0
 
 
+def _run_pretrain(args: argparse.Namespace) -> int:
+    from bertpre.pretrain import pretrain
+
+    summary = pretrain(config_from_args(PretrainConfig, args), show_progress=sys.stderr.isatty())
+    print(summary.table())
+    return 0
+
+
 def _run_quickstart(args: argparse.Namespace) -> int:
     from bertpre.quickstart import QuickstartConfig, run_quickstart
 
@@ -107,6 +118,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     _add_command(commands, "prepare", "Turn raw corpora into tokenized next-sentence pairs saved as sharded, "
                  "memory-mapped Arrow data (train and held-out eval splits).", PrepareConfig, _run_prepare)
+
+    _add_command(commands, "pretrain", "Pretrain BERT (masked-LM + next-sentence) on prepared data with "
+                 "Accelerate: one CPU/GPU, or many GPUs and nodes under `accelerate launch`.",
+                 PretrainConfig, _run_pretrain)
 
     from bertpre.quickstart import QuickstartConfig
 

@@ -7,6 +7,7 @@ strict: an unknown key, a wrong type or an impossible value is refused with a on
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import difflib
 import types
@@ -31,9 +32,9 @@ class ConfigError(BertpreError):
 
 def option(default: Any = dataclasses.MISSING, help: str = "", **kwargs: Any) -> Any:
     """A dataclass field with a help text, shown by ``--help`` and in the README's config reference."""
-    if isinstance(default, (list, dict)):
+    if isinstance(default, (list, dict)) or dataclasses.is_dataclass(default):
         value = default
-        return field(default_factory=lambda: type(value)(value), metadata={"help": help}, **kwargs)
+        return field(default_factory=lambda: copy.deepcopy(value), metadata={"help": help}, **kwargs)
     return field(default=default, metadata={"help": help}, **kwargs)
 
 
@@ -192,12 +193,22 @@ def load_config(cls: type[C], path: str | Path | None = None,
     """
     source = str(path) if path else "command line"
     data: dict[str, Any] = read_yaml(path) if path else {}
+    if path:
+        _resolve_nested_paths(cls, data, Path(path).parent)
     for key, value in (overrides or {}).items():
         _set_dotted(data, key, _parse_scalar(value) if isinstance(value, str) else value)
     try:
         return config_from_dict(cls, data)
     except ConfigError as error:
         raise ConfigError(f"{source}: {error}") from None
+
+
+def _resolve_nested_paths(cls: type, data: dict[str, Any], base: Path) -> None:
+    """A nested config given as a relative YAML path is found beside the file that names it."""
+    hints = typing.get_type_hints(cls)
+    for key, value in data.items():
+        if isinstance(value, str) and dataclasses.is_dataclass(hints.get(key)) and (base / value).is_file():
+            data[key] = str(base / value)
 
 
 def read_yaml(path: str | Path) -> dict[str, Any]:
@@ -261,6 +272,8 @@ def _set_dotted(data: dict[str, Any], dotted: str, value: Any) -> None:
     *parents, leaf = dotted.replace("-", "_").split(".")
     node = data
     for part in parents:
+        if isinstance(node.get(part), str):  # a nested config given as a YAML path, then refined
+            node[part] = read_yaml(node[part])
         node = node.setdefault(part, {})
         if not isinstance(node, dict):
             raise ConfigError(f"{dotted}: '{part}' is not a nested config")
@@ -298,8 +311,10 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
             raise ConfigError(f"{key}: expected a list, got {type(value).__name__}")
         return [_coerce(v, args[0], f"{key}[{i}]") for i, v in enumerate(value)]
     if dataclasses.is_dataclass(tp):
+        if isinstance(value, str):  # the path of a YAML file holding this nested config
+            value = read_yaml(value)
         if not isinstance(value, dict):
-            raise ConfigError(f"{key}: expected a mapping of {tp.__name__} keys")
+            raise ConfigError(f"{key}: expected a mapping of {tp.__name__} keys or the path of a YAML file")
         return config_from_dict(tp, value, prefix=key + ".")
     if tp is bool:
         if not isinstance(value, bool):
@@ -310,6 +325,11 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
             raise ConfigError(f"{key}: expected an integer, got {value!r}")
         return value
     if tp is float:
+        if isinstance(value, str):  # YAML 1.1 reads "1e-3" (no dot) as a string
+            try:
+                value = float(value)
+            except ValueError:
+                pass
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{key}: expected a number, got {value!r}")
         return float(value)
@@ -320,3 +340,67 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
     if tp is Any:
         return value
     raise ConfigError(f"{key}: unsupported type {_type_name(tp)}")
+
+
+@dataclass
+class PretrainConfig:
+    """`bertpre pretrain`: masked-LM + next-sentence pretraining with Hugging Face Accelerate."""
+
+    data: str = option("runs/data", "Prepared dataset (from `bertpre prepare`), or a directory of shards.")
+    output: str = option("runs/pretrain", "Run directory: checkpoints, metrics.jsonl, TensorBoard logs.")
+    model: ModelConfig = option(ModelConfig(), "Model shape; a mapping or the path of a configs/model YAML.")
+    global_batch_size: int = option(256, "Sequences per optimizer step, over all processes and micro-steps.")
+    per_device_batch_size: int = option(32, "Sequences per forward pass on one device.")
+    optimizer: Literal["adamw", "lamb"] = option("adamw", "AdamW (fused on CUDA) or LAMB (large batches).")
+    learning_rate: float = option(1e-4, "Peak learning rate.")
+    weight_decay: float = option(0.01, "Decoupled weight decay; never on biases and LayerNorm.")
+    adam_beta1: float = option(0.9, "First-moment decay.")
+    adam_beta2: float = option(0.999, "Second-moment decay.")
+    adam_epsilon: float = option(1e-6, "Denominator epsilon.")
+    lr_schedule: Literal["linear", "cosine", "constant"] = option("linear", "Decay after warm-up.")
+    warmup_steps: int = option(10000, "Linear warm-up steps (BERT: 10,000).")
+    max_grad_norm: float = option(1.0, "Clip the global gradient norm to this (0 = no clipping).")
+    max_steps: Optional[int] = option(None, "Stop after this many optimizer steps.")
+    max_tokens: Optional[int] = option(None, "Stop after this many tokens (padding excluded); sets the "
+                                       "schedule length when max_steps is unset.")
+    max_minutes: Optional[float] = option(None, "Stop (with a checkpoint) after this much wall time.")
+    schedule_steps: Optional[int] = option(None, "Length of the learning-rate schedule, when it should differ "
+                                           "from max_steps (a run done in chunks: stop at max_steps, resume "
+                                           "later with a larger one).")
+    mixed_precision: Literal["no", "bf16", "fp16"] = option("bf16", "bf16 autocast, fp16 with loss "
+                                                            "scaling, or fp32 (`no`). CPU runs use fp32.")
+    mlm_probability: float = option(0.15, "Fraction of tokens chosen for masked-LM (MosaicBERT: 0.3).")
+    whole_word_mask: bool = option(False, "Mask all pieces of a word together.")
+    seed: int = option(42, "Seed of initialisation, data order, masking and dropout.")
+    log_every: int = option(10, "Steps between metrics.jsonl / TensorBoard lines.")
+    eval_every: int = option(500, "Steps between evaluations on the held-out split (0 = only at the end).")
+    eval_batches: int = option(50, "Largest number of batches per evaluation.")
+    checkpoint_every: int = option(1000, "Steps between checkpoints (0 = only at the end).")
+    keep_checkpoints: int = option(3, "Newest checkpoints kept; older ones are deleted.")
+    resume: str = option("auto", "`auto`: continue from the newest complete checkpoint if any; `never`: "
+                         "start fresh; or the path of a checkpoint directory.")
+    compile: bool = option(False, "torch.compile the model.")
+    num_workers: int = option(2, "Data-loading worker processes per device.")
+    max_nonfinite_steps: int = option(20, "Consecutive non-finite steps tolerated before the run stops.")
+    cpu: bool = option(False, "Train on the CPU even when a GPU is present.")
+    overwrite: bool = option(False, "With resume: never, delete an existing run in the output directory.")
+
+    def __post_init__(self) -> None:
+        for name in ("global_batch_size", "per_device_batch_size", "log_every", "keep_checkpoints",
+                     "max_nonfinite_steps"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name}: must be at least 1, got {getattr(self, name)}")
+        for name in ("eval_every", "checkpoint_every", "warmup_steps", "num_workers", "eval_batches"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"{name}: must be 0 or more, got {getattr(self, name)}")
+        if self.global_batch_size % self.per_device_batch_size:
+            raise ConfigError(f"global_batch_size: {self.global_batch_size} is not a multiple of "
+                              f"per_device_batch_size={self.per_device_batch_size}")
+        if self.max_steps is None and self.max_tokens is None:
+            raise ConfigError("max_steps: set max_steps or max_tokens (the learning-rate schedule needs a length)")
+        if self.max_steps is not None and self.max_steps < 1:
+            raise ConfigError("max_steps: must be at least 1")
+        if not 0.0 < self.mlm_probability < 1.0:
+            raise ConfigError(f"mlm_probability: must be in (0, 1), got {self.mlm_probability}")
+        if self.learning_rate <= 0:
+            raise ConfigError("learning_rate: must be positive")

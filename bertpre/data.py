@@ -572,11 +572,23 @@ class PretrainingData:
     """
 
     def __init__(self, path: str | Path, split: str = "train") -> None:
-        import pyarrow as pa
-
         self.path = Path(path)
         self.split = split
         self.metadata = read_data_metadata(self.path)
+        self._open()
+
+    def __getstate__(self) -> dict[str, Any]:
+        # Data-loading workers reopen the memory map instead of receiving a pickled copy of the data.
+        return {"path": self.path, "split": self.split, "metadata": self.metadata}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._open()
+
+    def _open(self) -> None:
+        import pyarrow as pa
+
+        split = self.split
         tables = []
         for root in self.metadata["roots"]:
             split_dir = Path(root) / split
