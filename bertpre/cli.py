@@ -14,7 +14,8 @@ import sys
 import typing
 from typing import Any, Callable, Sequence
 
-from bertpre.config import BertpreError, PrepareConfig, PretrainConfig, TokenizerConfig, load_config
+from bertpre.config import (BertpreError, ExportConfig, FinetuneConfig, GlueConfig, PredictConfig, PrepareConfig,
+                            PretrainConfig, TokenizerConfig, load_config)
 
 EXIT_USER_ERROR = 2
 
@@ -93,6 +94,40 @@ def _run_pretrain(args: argparse.Namespace) -> int:
     return 0
 
 
+def _run_export(args: argparse.Namespace) -> int:
+    from bertpre.export import export_checkpoint
+
+    print(f"exported to {export_checkpoint(config_from_args(ExportConfig, args))}")
+    return 0
+
+
+def _run_finetune(args: argparse.Namespace) -> int:
+    from bertpre.finetune import finetune
+
+    print(finetune(config_from_args(FinetuneConfig, args), show_progress=sys.stderr.isatty()).table())
+    return 0
+
+
+def _run_predict(args: argparse.Namespace) -> int:
+    from bertpre.finetune import predict
+
+    metrics = predict(config_from_args(PredictConfig, args))
+    for key, value in metrics.items():
+        print(f"{key:<16} {value:.4f}" if isinstance(value, float) else f"{key:<16} {value}")
+    return 0
+
+
+def _run_glue(args: argparse.Namespace) -> int:
+    from bertpre.finetune import glue_table, run_glue
+
+    config = config_from_args(GlueConfig, args)
+    rows = run_glue(config.model, config.tasks, config.data_dir, config.output, config,
+                    show_progress=sys.stderr.isatty())
+    print(glue_table(rows))
+    print(f"saved {config.output}/glue_results.json")
+    return 0
+
+
 def _run_quickstart(args: argparse.Namespace) -> int:
     from bertpre.quickstart import QuickstartConfig, run_quickstart
 
@@ -122,6 +157,15 @@ def build_parser() -> argparse.ArgumentParser:
     _add_command(commands, "pretrain", "Pretrain BERT (masked-LM + next-sentence) on prepared data with "
                  "Accelerate: one CPU/GPU, or many GPUs and nodes under `accelerate launch`.",
                  PretrainConfig, _run_pretrain)
+
+    _add_command(commands, "export", "Export a pretraining checkpoint as a Hugging Face BERT directory "
+                 "(config.json, model.safetensors, tokenizer, model card).", ExportConfig, _run_export)
+    _add_command(commands, "finetune", "Fine-tune a classification or regression head (single sentences or "
+                 "pairs, GLUE presets) and export it for transformers.", FinetuneConfig, _run_finetune)
+    _add_command(commands, "predict", "Run an exported classifier over a file; write predictions and metrics.",
+                 PredictConfig, _run_predict)
+    _add_command(commands, "glue", "Fine-tune one model on several GLUE tasks and print a leaderboard table.",
+                 GlueConfig, _run_glue)
 
     from bertpre.quickstart import QuickstartConfig
 

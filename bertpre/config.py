@@ -404,3 +404,87 @@ class PretrainConfig:
             raise ConfigError(f"mlm_probability: must be in (0, 1), got {self.mlm_probability}")
         if self.learning_rate <= 0:
             raise ConfigError("learning_rate: must be positive")
+
+
+@dataclass
+class ExportConfig:
+    """`bertpre export`: a pretraining checkpoint → a Hugging Face BERT directory."""
+
+    checkpoint: str = option("runs/pretrain", "A pretraining run directory or one of its checkpoint directories.")
+    step: str = option("latest", "Which checkpoint of a run: `latest` or a step number.")
+    output: str = option("runs/export", "Directory to write the Hugging Face model to.")
+    tokenizer: Optional[str] = option(None, "Tokenizer directory; default: the one the run's data was prepared with.")
+    overwrite: bool = option(False, "Replace a non-empty output directory.")
+
+    def __post_init__(self) -> None:
+        if self.step != "latest" and not self.step.isdigit():
+            raise ConfigError(f"step: expected `latest` or a step number, got {self.step!r}")
+
+
+_METRICS = ("accuracy", "f1", "matthews_correlation", "pearson", "spearman")
+
+
+@dataclass
+class FinetuneConfig:
+    """`bertpre finetune`: a classification or regression head on a BERT model."""
+
+    model: str = option("", "Exported bertpre model or any Hugging Face BERT directory.")
+    task: Optional[str] = option(None, "GLUE preset (cola, sst2, mrpc, qqp, stsb, mnli, qnli, rte, wnli): "
+                                 "files, columns, labels and metrics.")
+    data_dir: str = option("glue", "Directory holding the GLUE task folders (SST-2/, MRPC/, …) for --task.")
+    train_file: Optional[str] = option(None, "Training data: .csv, .tsv, .jsonl, .parquet (.gz ok) or hf:NAME@SPLIT.")
+    eval_file: Optional[str] = option(None, "Evaluation data, same formats.")
+    text_column: Optional[str] = option(None, "Column with the (first) sentence [preset or `text`].")
+    text_pair_column: Optional[str] = option(None, "Column with the second sentence of a pair.")
+    label_column: Optional[str] = option(None, "Column with the label [preset or `label`].")
+    column_names: list[str] = option([], "Column names for files without a header row.")
+    problem: Literal["auto", "classification", "regression"] = option(
+        "auto", "Classification (cross-entropy) or regression (MSE, one output); auto follows the preset.")
+    metrics: list[str] = option([], "Metrics to report (accuracy, f1, matthews_correlation, pearson, spearman).")
+    metric: Optional[str] = option(None, "Metric that picks the best epoch [the first of metrics].")
+    max_seq_length: int = option(128, "Longest tokenized input; longer ones are truncated.")
+    per_device_batch_size: int = option(32, "Examples per forward pass on one device.")
+    gradient_accumulation_steps: int = option(1, "Micro-batches per optimizer step.")
+    learning_rate: float = option(5e-5, "Peak learning rate (AdamW).")
+    weight_decay: float = option(0.01, "Weight decay, not on biases and LayerNorm.")
+    warmup_fraction: float = option(0.1, "Fraction of the steps spent in linear warm-up.")
+    epochs: int = option(3, "Passes over the training data.")
+    max_train_samples: Optional[int] = option(None, "Train on a seeded random subset of this many rows.")
+    early_stopping_patience: Optional[int] = option(None, "Stop after this many epochs without a better metric.")
+    seed: int = option(0, "Seed of initialisation, shuffling and dropout.")
+    mixed_precision: Literal["no", "bf16", "fp16"] = option("bf16", "Mixed precision on GPU (CPU runs use fp32).")
+    cpu: bool = option(False, "Train on the CPU even when a GPU is present.")
+    output: str = option("runs/finetune", "Directory for the classifier (model/), metrics and logs.")
+    overwrite: bool = option(False, "Replace a non-empty output directory.")
+
+    def __post_init__(self) -> None:
+        for name in ("max_seq_length", "per_device_batch_size", "gradient_accumulation_steps", "epochs"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name}: must be at least 1")
+        unknown = [m for m in self.metrics + ([self.metric] if self.metric else []) if m not in _METRICS]
+        if unknown:
+            raise ConfigError(f"metrics: unknown {unknown} (known: {', '.join(_METRICS)})")
+        if not 0 <= self.warmup_fraction < 1:
+            raise ConfigError("warmup_fraction: must be in [0, 1)")
+
+
+@dataclass
+class GlueConfig(FinetuneConfig):
+    """`bertpre glue`: fine-tune and evaluate one model on several GLUE tasks."""
+
+    tasks: list[str] = option(["cola", "sst2", "mrpc"], "GLUE tasks to run.")
+
+
+@dataclass
+class PredictConfig:
+    """`bertpre predict`: run an exported classifier over a file."""
+
+    model: str = option("", "Exported classifier directory (from `bertpre finetune`).")
+    input: str = option("", "Rows to classify: .csv, .tsv, .jsonl, .parquet or hf:NAME@SPLIT.")
+    output: str = option("predictions.jsonl", "One JSON line per row: label, label_id, score.")
+    text_column: str = option("text", "Column with the (first) sentence.")
+    text_pair_column: Optional[str] = option(None, "Column with the second sentence of a pair.")
+    label_column: Optional[str] = option(None, "Column with gold labels: metrics are computed when given.")
+    column_names: list[str] = option([], "Column names for files without a header row.")
+    max_seq_length: int = option(128, "Longest tokenized input.")
+    batch_size: int = option(64, "Rows per forward pass.")

@@ -12,7 +12,7 @@ import re
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable
+from typing import TYPE_CHECKING, Any, Iterable
 
 import torch
 from safetensors import safe_open
@@ -23,6 +23,9 @@ from transformers import BertConfig
 from bertpre.config import BertpreError
 from bertpre.io import atomic_directory, check_writable_output
 from bertpre.model import BertForPreTraining, BertForSequenceClassification
+
+if TYPE_CHECKING:
+    from bertpre.config import ExportConfig
 
 # our name → Hugging Face name; "{i}" is a layer index. The fused qkv is handled separately.
 _NAME_MAP: list[tuple[str, str]] = [
@@ -267,3 +270,78 @@ def _check_shapes(model: nn.Module, tensors: dict[str, Tensor], directory: str |
 def hf_names(model: nn.Module) -> Iterable[str]:
     """The Hugging Face parameter names our model exports (for tests and diagnostics)."""
     return to_hf_state_dict(model).keys()
+
+
+# --------------------------------------------------------------------------------------------
+# `bertpre export`: a pretraining checkpoint → Hugging Face directory
+# --------------------------------------------------------------------------------------------
+
+
+def resolve_checkpoint(path: str | Path, step: str = "latest") -> Path:
+    """A checkpoint directory from a run directory (``latest`` or a step) or a checkpoint itself."""
+    from bertpre.pretrain import list_checkpoints
+
+    path = Path(path)
+    if (path / "trainer_state.json").exists():
+        return path
+    checkpoints = list_checkpoints(path)
+    if not checkpoints:
+        raise BertpreError(f"{path}: no complete checkpoint (expected {path}/checkpoints/step-NNNNNNNN)")
+    if step == "latest":
+        return checkpoints[-1]
+    wanted = [c for c in checkpoints if int(c.name[5:]) == int(step)]
+    if not wanted:
+        steps = ", ".join(str(int(c.name[5:])) for c in checkpoints)
+        raise BertpreError(f"{path}: no checkpoint at step {step} (available: {steps})")
+    return wanted[0]
+
+
+def export_checkpoint(config: "ExportConfig") -> Path:
+    """Export a pretraining checkpoint with its tokenizer and a model card."""
+    import shlex
+
+    from safetensors.torch import load_file
+
+    from bertpre.config import PretrainConfig, load_config
+    from bertpre.data import read_data_metadata
+
+    checkpoint = resolve_checkpoint(config.checkpoint, config.step)
+    bert = BertConfig.from_json_file(str(checkpoint / "config.json"))
+    model = BertForPreTraining(bert)
+    missing, unexpected = model.load_state_dict(load_file(str(checkpoint / "model.safetensors")), strict=False)
+    if unexpected or set(missing) - {_TIED}:
+        raise BertpreError(f"{checkpoint}: weights do not match its config.json ({(missing + unexpected)[:3]})")
+    run = load_config(PretrainConfig, checkpoint / "pretrain.yaml")
+    state = json.loads((checkpoint / "trainer_state.json").read_text(encoding="utf-8"))
+    tokenizer = config.tokenizer
+    if tokenizer is None:
+        tokenizer = str(Path(read_data_metadata(run.data)["roots"][0]) / "tokenizer")
+    command = " ".join(["bertpre export", "--checkpoint", shlex.quote(config.checkpoint), "--step", config.step,
+                        "--output", shlex.quote(config.output)]
+                       + (["--tokenizer", shlex.quote(config.tokenizer)] if config.tokenizer else []))
+    card = _pretraining_model_card(bert, run, state, checkpoint, command)
+    return export_model(model, config.output, tokenizer_dir=tokenizer, overwrite=config.overwrite, model_card=card)
+
+
+def _pretraining_model_card(bert: BertConfig, run: Any, state: dict, checkpoint: Path, command: str) -> str:
+    evaluation = {k: v for k, v in state.get("last_eval", {}).items() if k != "step"}
+    lines = [
+        "---", "library_name: transformers", "tags: [bert, fill-mask, bertpre]", "---", "",
+        "# BERT pretrained with bertpre", "",
+        f"- architecture: BERT, {bert.num_hidden_layers} layers, hidden {bert.hidden_size}, "
+        f"{bert.num_attention_heads} heads, feed-forward {bert.intermediate_size}, vocabulary {bert.vocab_size:,}",
+        f"- objective: masked-LM ({run.mlm_probability:.0%} of tokens, 80/10/10"
+        f"{', whole words' if run.whole_word_mask else ''}) + next-sentence prediction",
+        f"- data: `{run.data}`",
+        f"- steps: {state['step']:,} (global batch {run.global_batch_size} sequences, {run.optimizer}, "
+        f"peak learning rate {run.learning_rate})",
+        f"- tokens seen: {state['tokens_seen']:,}",
+        f"- checkpoint: `{checkpoint}`",
+    ]
+    if evaluation:
+        lines += ["", "## Final evaluation (held-out documents)", "", "| metric | value |", "|---|---|"]
+        lines += [f"| {k.replace('eval_', '')} | {v:.4f} |" for k, v in evaluation.items()]
+    lines += ["", "## Use", "", "```python", "from transformers import pipeline",
+              'fill = pipeline("fill-mask", model="PATH/TO/THIS/DIRECTORY")', 'fill("the [MASK] of the story.")',
+              "```", "", "## Produced by", "", "```bash", command, "```", ""]
+    return "\n".join(lines)

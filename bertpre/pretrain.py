@@ -552,7 +552,7 @@ def pretrain(config: PretrainConfig, show_progress: bool = True) -> PretrainSumm
                 stopped_because = reason
             if reason:
                 break
-            if config.checkpoint_every and state.step % config.checkpoint_every == 0:
+            if config.checkpoint_every and state.step % config.checkpoint_every == 0 and state.step < total_steps:
                 save_checkpoint(accelerator, model, optimizer, scheduler, state, config)
     progress.close()
     if eval_data is not None and state.last_eval.get("step") != state.step and not stop_requests.requested:
