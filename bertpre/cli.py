@@ -128,6 +128,15 @@ def _run_glue(args: argparse.Namespace) -> int:
     return 0
 
 
+def _run_status(args: argparse.Namespace) -> int:
+    from bertpre.report import run_status, write_report
+
+    print(run_status(args.run_dir).table())
+    if args.report:
+        print(f"report           {write_report(args.run_dir)}")
+    return 0
+
+
 def _run_quickstart(args: argparse.Namespace) -> int:
     from bertpre.quickstart import QuickstartConfig, run_quickstart
 
@@ -166,6 +175,11 @@ def build_parser() -> argparse.ArgumentParser:
                  PredictConfig, _run_predict)
     _add_command(commands, "glue", "Fine-tune one model on several GLUE tasks and print a leaderboard table.",
                  GlueConfig, _run_glue)
+
+    status = _add_command(commands, "status", "Show a pretraining run: checkpoints, latest metrics, whether it "
+                          "can resume; --report writes training.png and report.html.", None, _run_status)
+    status.add_argument("run_dir", metavar="RUN", help="pretraining run directory")
+    status.add_argument("--report", action="store_true", help="also write training.png and report.html")
 
     from bertpre.quickstart import QuickstartConfig
 

@@ -141,6 +141,17 @@ class PrepareConfig(CorpusConfig):
         return index, count
 
 
+MODEL_SIZES: dict[str, dict[str, int]] = {
+    # name: BERT's standard shapes (Devlin et al. 2018; Turc et al. 2019); configs/model/*.yaml match.
+    "tiny": {"num_hidden_layers": 2, "hidden_size": 128, "num_attention_heads": 2, "intermediate_size": 512},
+    "mini": {"num_hidden_layers": 4, "hidden_size": 256, "num_attention_heads": 4, "intermediate_size": 1024},
+    "small": {"num_hidden_layers": 4, "hidden_size": 512, "num_attention_heads": 8, "intermediate_size": 2048},
+    "medium": {"num_hidden_layers": 8, "hidden_size": 512, "num_attention_heads": 8, "intermediate_size": 2048},
+    "base": {"num_hidden_layers": 12, "hidden_size": 768, "num_attention_heads": 12, "intermediate_size": 3072},
+    "large": {"num_hidden_layers": 24, "hidden_size": 1024, "num_attention_heads": 16, "intermediate_size": 4096},
+}
+
+
 @dataclass
 class ModelConfig:
     """The encoder's shape; the same fields as `transformers.BertConfig`, with BERT's defaults."""

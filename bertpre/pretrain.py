@@ -541,6 +541,7 @@ def pretrain(config: PretrainConfig, show_progress: bool = True) -> PretrainSumm
                                      tok_s=f"{last_metrics['tokens_per_second']:,.0f}")
             if eval_data is not None and config.eval_every and state.step % config.eval_every == 0:
                 _run_evaluation(model, eval_data, collator, accelerator, state, config)
+                window.reset()  # tokens/s measures training, not evaluation
             reason = _stop_reason(state, config, stop_requests, accelerator, total_steps)
             if state.consecutive_nonfinite >= config.max_nonfinite_steps:
                 accelerator.end_training()
@@ -554,6 +555,7 @@ def pretrain(config: PretrainConfig, show_progress: bool = True) -> PretrainSumm
                 break
             if config.checkpoint_every and state.step % config.checkpoint_every == 0 and state.step < total_steps:
                 save_checkpoint(accelerator, model, optimizer, scheduler, state, config)
+                window.reset()
     progress.close()
     if eval_data is not None and state.last_eval.get("step") != state.step and not stop_requests.requested:
         _run_evaluation(model, eval_data, collator, accelerator, state, config)

@@ -7,26 +7,27 @@ from pathlib import Path
 import pytest
 import transformers
 
-from bertpre.config import ConfigError, ModelConfig, TokenizerConfig, load_config
+from bertpre.config import MODEL_SIZES, ConfigError, ModelConfig, TokenizerConfig, load_config
 
 from .conftest import REPO
 
-MODEL_SIZES = {  # name: (layers, hidden, heads)
+SHAPES = {  # name: (layers, hidden, heads)
     "tiny": (2, 128, 2), "mini": (4, 256, 4), "small": (4, 512, 8),
     "medium": (8, 512, 8), "base": (12, 768, 12), "large": (24, 1024, 16),
 }
 
 
-@pytest.mark.parametrize("name", sorted(MODEL_SIZES))
+@pytest.mark.parametrize("name", sorted(SHAPES))
 def test_model_size_configs_have_berts_shapes(name: str) -> None:
     config = load_config(ModelConfig, REPO / "configs" / "model" / f"{name}.yaml")
-    layers, hidden, heads = MODEL_SIZES[name]
+    layers, hidden, heads = SHAPES[name]
     assert (config.num_hidden_layers, config.hidden_size, config.num_attention_heads) == (layers, hidden, heads)
     assert config.intermediate_size == 4 * hidden
     assert config.vocab_size == 30522 and config.max_position_embeddings == 512
     # every field is a BertConfig field with the same meaning
     hf = transformers.BertConfig(**vars(config))
     assert hf.hidden_size == hidden and hf.num_hidden_layers == layers
+    assert all(getattr(config, key) == value for key, value in MODEL_SIZES[name].items())
 
 
 def test_unknown_key_names_file_key_and_closest_valid_key(tmp_path: Path) -> None:

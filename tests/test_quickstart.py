@@ -1,0 +1,45 @@
+"""The quickstart: the whole pipeline end to end, offline, at a small size; status and report."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from transformers import AutoModelForSequenceClassification, pipeline
+
+from bertpre.quickstart import QuickstartConfig, run_quickstart
+from bertpre.report import run_status
+
+
+@pytest.fixture(scope="module")
+def quickstart(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    output = tmp_path_factory.mktemp("quickstart") / "run"
+    config = QuickstartConfig(output=str(output), vocab_size=3000, pretrain_steps=20, batch_size=16,
+                              finetune_epochs=1, max_seq_length=64)
+    return run_quickstart(config, show_progress=False)
+
+
+def test_quickstart_leaves_every_artefact(quickstart: dict[str, str]) -> None:
+    for key in ("tokenizer", "data", "pretraining run", "model", "classifier", "predictions", "plots", "report"):
+        assert Path(quickstart[key]).exists(), key
+    assert Path(quickstart["plots"]).stat().st_size > 10_000  # a real PNG, not an empty file
+    assert "<img" in Path(quickstart["report"]).read_text()
+    fill = pipeline("fill-mask", model=quickstart["model"])
+    assert len(fill("the [MASK] module.")) == 5
+    classifier = AutoModelForSequenceClassification.from_pretrained(quickstart["classifier"])
+    labels = set(classifier.config.id2label.values())
+    assert len(labels) == 6 and {"email", "asyncio"} & labels
+    predictions = [json.loads(line) for line in Path(quickstart["predictions"]).read_text().splitlines()]
+    assert predictions and all(p["label"] in labels for p in predictions)
+
+
+def test_status_lists_checkpoints_and_resumability(quickstart: dict[str, str]) -> None:
+    status = run_status(quickstart["pretraining run"])
+    assert [c.name for c in status.checkpoints] == ["step-00000010", "step-00000020"]
+    assert status.summary()["resumable"].startswith("yes") and status.last_train["step"] == 20
+    result = subprocess.run([sys.executable, "-m", "bertpre", "status", quickstart["pretraining run"]],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0 and "step-00000020" in result.stdout and "eval_mlm_loss" in result.stdout
