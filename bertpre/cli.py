@@ -14,7 +14,7 @@ import sys
 import typing
 from typing import Any, Callable, Sequence
 
-from bertpre.config import (BertpreError, ExportConfig, FinetuneConfig, GlueConfig, PredictConfig, PrepareConfig,
+from bertpre.config import (BenchConfig, BertpreError, ExportConfig, FinetuneConfig, GlueConfig, PredictConfig, PrepareConfig,
                             PretrainConfig, TokenizerConfig, load_config)
 
 EXIT_USER_ERROR = 2
@@ -137,6 +137,15 @@ def _run_status(args: argparse.Namespace) -> int:
     return 0
 
 
+def _run_bench(args: argparse.Namespace) -> int:
+    from bertpre.bench import bench_json, bench_table, run_bench
+
+    config = config_from_args(BenchConfig, args)
+    report = run_bench(config)
+    print(bench_json(report) if config.json else bench_table(report))
+    return 0
+
+
 def _run_quickstart(args: argparse.Namespace) -> int:
     from bertpre.quickstart import QuickstartConfig, run_quickstart
 
@@ -176,6 +185,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_command(commands, "glue", "Fine-tune one model on several GLUE tasks and print a leaderboard table.",
                  GlueConfig, _run_glue)
 
+    _add_command(commands, "bench", "Time full training steps of bertpre's model against transformers' "
+                 "BertForPreTraining on this GPU and print throughput, MFU, memory and ratios.", BenchConfig, _run_bench)
     status = _add_command(commands, "status", "Show a pretraining run: checkpoints, latest metrics, whether it "
                           "can resume; --report writes training.png and report.html.", None, _run_status)
     status.add_argument("run_dir", metavar="RUN", help="pretraining run directory")

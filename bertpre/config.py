@@ -499,3 +499,30 @@ class PredictConfig:
     column_names: list[str] = option([], "Column names for files without a header row.")
     max_seq_length: int = option(128, "Longest tokenized input.")
     batch_size: int = option(64, "Rows per forward pass.")
+
+
+@dataclass
+class BenchConfig:
+    """`bertpre bench`: training-step throughput of our model against transformers' BertForPreTraining."""
+
+    model_size: str = option("base", f"Model size: {', '.join(MODEL_SIZES)}.")
+    seq_length: int = option(128, "Tokens per sequence (synthetic batches).")
+    batch_size: int = option(256, "Sequences per step.")
+    steps: int = option(30, "Timed steps.")
+    warmup_steps: int = option(5, "Untimed steps first (allocator, kernels, compilation).")
+    mlm_probability: float = option(0.15, "Fraction of tokens with an MLM label.")
+    bf16: bool = option(True, "bf16 autocast on GPU (CPU runs are fp32).")
+    compile: bool = option(False, "Also time our model under torch.compile.")
+    compile_reference: bool = option(False, "Also time the reference under torch.compile.")
+    data: Optional[str] = option(None, "Prepared dataset: time real variable-length batches instead of synthetic.")
+    cpu: bool = option(False, "Run on the CPU (a smoke test; no timing claims).")
+    json: bool = option(False, "Print JSON instead of the table.")
+
+    def __post_init__(self) -> None:
+        if self.model_size not in MODEL_SIZES:
+            raise ConfigError(f"model_size: {self.model_size!r} is not one of {', '.join(MODEL_SIZES)}")
+        for name in ("seq_length", "batch_size", "steps"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name}: must be at least 1")
+        if self.seq_length > 512:
+            raise ConfigError("seq_length: BERT's position embeddings cover 512 tokens")
