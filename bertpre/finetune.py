@@ -297,8 +297,15 @@ def _resolve_task(config: FinetuneConfig) -> _ResolvedTask:
     metrics = tuple(config.metrics) or (preset.metrics if preset else (("pearson", "spearman") if regression
                                                                       else ("accuracy",)))
     names = dict(preset.label_names or {}) if preset else {}
-    return _ResolvedTask(config.task or Path(train_file).stem, train, evaluation, regression, label_list,
+    return _ResolvedTask(config.task or _task_name(train_file), train, evaluation, regression, label_list,
                          names, metrics)
+
+
+def _task_name(train_file: str) -> str:
+    """`reviews` for reviews.jsonl; for a generic train.jsonl, the directory it is in."""
+    path = Path(train_file.split("@")[0])
+    stem = path.name.split(".")[0]
+    return path.parent.name if stem.lower() in ("train", "training") and path.parent.name else stem
 
 
 def _natural_key(value: str) -> tuple:

@@ -103,8 +103,9 @@ def run_quickstart(config: QuickstartConfig, show_progress: bool = True) -> dict
 
     _stage(5, "finetune: a classifier on a task derived from the corpus")
     t = time.perf_counter()
-    task_dir, labels = _derive_classification_task(config, output / "task")
-    print(f"task: which {'package' if config.inputs == [BUILTIN_PYTHON_DOCS] else 'file'} a paragraph comes from "
+    builtin = list(config.inputs) == [BUILTIN_PYTHON_DOCS]
+    task_dir, labels = _derive_classification_task(config, output / ("python-packages" if builtin else "source-files"))
+    print(f"task: which {'package' if builtin else 'file'} a paragraph comes from "
           f"({', '.join(labels)})")
     classifier = finetune(FinetuneConfig(
         model=str(exported), train_file=str(task_dir / "train.jsonl"), eval_file=str(task_dir / "dev.jsonl"),
@@ -145,9 +146,17 @@ def run_quickstart(config: QuickstartConfig, show_progress: bool = True) -> dict
 
 def fill_mask_examples(model_dir: str, prompts: Optional[list[str]] = None, top_k: int = 5) -> dict[str, list[str]]:
     """Top predictions of vanilla ``transformers.pipeline("fill-mask")`` for a few prompts."""
+    from transformers import logging as transformers_logging
     from transformers import pipeline
 
-    fill = pipeline("fill-mask", model=model_dir, top_k=top_k)
+    # A masked-LM loaded from a pretraining checkpoint leaves the NSP head and pooler unused, as
+    # with Google's BERT checkpoints; transformers reports that at length, which is noise here.
+    verbosity = transformers_logging.get_verbosity()
+    transformers_logging.set_verbosity_error()
+    try:
+        fill = pipeline("fill-mask", model=model_dir, top_k=top_k)
+    finally:
+        transformers_logging.set_verbosity(verbosity)
     return {prompt: [p["token_str"] for p in fill(prompt)] for prompt in (prompts or FILL_MASK_PROMPTS)}
 
 
