@@ -123,7 +123,7 @@ def create_next_sentence_pairs(
     if len(documents) < 2:
         raise BertpreError("next-sentence pairs need at least two documents (random next segments come "
                            "from other documents); add text or check document boundaries")
-    document = documents[document_index]
+    document = list(documents[document_index])
     max_num_tokens = max_seq_length - 3
     target_length = max_num_tokens
     if rng.random() < short_seq_prob:
@@ -170,8 +170,8 @@ def _random_other_document(count: int, current: int, rng: random.Random) -> int:
 
 def _random_continuation(document: Sequence[Sequence[int]], target_length: int, rng: random.Random) -> list[int]:
     tokens: list[int] = []
-    for sentence in document[rng.randint(0, len(document) - 1):]:
-        tokens.extend(sentence)
+    for index in range(rng.randint(0, len(document) - 1), len(document)):
+        tokens.extend(document[index])  # sentence by sentence: a lazy document converts only these
         if len(tokens) >= target_length:
             break
     return tokens
@@ -272,8 +272,8 @@ def prepare_pretraining_data(config: PrepareConfig, show_progress: bool = True) 
             if docs is None:
                 continue
             pairs = _create_pairs(docs, config, tokenizer_info, staging / f"{split}-pairs", workers, split)
-            pairs.save_to_disk(str(staging / split), max_shard_size=config.max_shard_size,
-                               num_proc=min(workers, max(1, len(pairs) // 10000) or 1))
+            # One writer: the number of shards then follows the data size alone, never the worker count.
+            pairs.save_to_disk(str(staging / split), max_shard_size=config.max_shard_size)
             summary_parts[split] = pairs
         summary = _summarize(config, output, documents, train_docs, eval_docs, summary_parts,
                              time.perf_counter() - started, workers, stats)
@@ -448,6 +448,19 @@ def _split_documents(documents, eval_fraction: float, staging: Path):  # noqa: A
 # ---- pass 3: pairs --------------------------------------------------------------------------
 
 
+class _LazyDocument(Sequence):
+    """One memory-mapped document; a sentence becomes a Python list only when it is read."""
+
+    def __init__(self, sentences) -> None:  # noqa: ANN001 - a pyarrow list array
+        self._sentences = sentences
+
+    def __len__(self) -> int:
+        return len(self._sentences)
+
+    def __getitem__(self, index: int) -> list[int]:  # type: ignore[override]
+        return self._sentences[index].values.to_numpy(zero_copy_only=False).tolist()
+
+
 class _LazySentences(Sequence):
     """Random access to the sentences of memory-mapped documents, without loading them all."""
 
@@ -457,8 +470,8 @@ class _LazySentences(Sequence):
     def __len__(self) -> int:
         return len(self._column)
 
-    def __getitem__(self, index: int) -> list[list[int]]:  # type: ignore[override]
-        return self._column[index].as_py()
+    def __getitem__(self, index: int) -> Sequence[Sequence[int]]:  # type: ignore[override]
+        return _LazyDocument(self._column[index].values)
 
 
 def _pairs_for_documents(batch: dict[str, list], indices: list[int], documents, options: dict[str, Any]) -> dict[str, list]:  # noqa: ANN001,E501
