@@ -23,3 +23,17 @@ def test_pretrain_recipes_name_their_model_size() -> None:
     config = load_config(PretrainConfig, REPO / "configs" / "pretrain" / "bert-base-phase1.yaml")
     assert (config.model.num_hidden_layers, config.model.hidden_size) == (12, 768)
     assert config.global_batch_size % config.per_device_batch_size == 0
+
+
+def test_readme_config_reference_lists_every_field() -> None:
+    import dataclasses
+
+    from bertpre import config as configs
+    from bertpre.quickstart import QuickstartConfig
+
+    readme = (REPO / "README.md").read_text()
+    for cls in (configs.TokenizerConfig, configs.PrepareConfig, configs.ModelConfig, configs.PretrainConfig,
+                configs.ExportConfig, configs.FinetuneConfig, configs.PredictConfig, configs.BenchConfig,
+                QuickstartConfig):
+        for field in dataclasses.fields(cls):
+            assert f"| `{field.name}` |" in readme, f"{cls.__name__}.{field.name} missing from README"
