@@ -17,7 +17,7 @@ from typing import Any, Callable, Optional
 
 import torch
 
-from bertpre.config import MODEL_SIZES, BenchConfig, BertpreError, ModelConfig
+from bertpre.config import BenchConfig, BertpreError, ModelConfig
 from bertpre.data import MaskingCollator, PretrainingData
 from bertpre.export import to_hf_state_dict
 from bertpre.model import BertForPreTraining, bert_config
@@ -132,7 +132,7 @@ def run_bench(config: BenchConfig) -> dict[str, Any]:
     import transformers
 
     device = torch.device("cuda" if torch.cuda.is_available() and not config.cpu else "cpu")
-    model_config = ModelConfig(**{**vars(ModelConfig()), **MODEL_SIZES[config.model_size]})
+    model_config = ModelConfig.of_size(config.model_size)
     hf_config = bert_config(model_config)
     batches, mode = _batches(config, model_config.vocab_size, device)
     seq_length = batches[0]["input_ids"].shape[1]

@@ -170,6 +170,13 @@ class ModelConfig:
     layer_norm_eps: float = option(1e-12, "LayerNorm epsilon.")
     pad_token_id: int = option(0, "Id of [PAD].")
 
+    @classmethod
+    def of_size(cls, size: str, **overrides: Any) -> "ModelConfig":
+        """BERT's defaults with the shape of a standard size (tiny … large) and any overrides."""
+        if size not in MODEL_SIZES:
+            raise ConfigError(f"model size {size!r} is not one of {', '.join(MODEL_SIZES)}")
+        return cls(**{**MODEL_SIZES[size], **overrides})
+
     def __post_init__(self) -> None:
         for name in ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads",
                      "intermediate_size", "max_position_embeddings", "type_vocab_size"):

@@ -345,18 +345,21 @@ def _load_saved_dataset(path: str):  # noqa: ANN202 - datasets is imported lazil
     return dataset
 
 
-def _read_hub_dataset(spec: str, column: str) -> Iterator[Document]:
-    """``hf:NAME[:CONFIG][@SPLIT]`` streamed from the hub (or the local cache when offline)."""
+def load_hub_dataset(spec: str, streaming: bool):  # noqa: ANN201 - a datasets (Iterable)Dataset
+    """``hf:NAME[:CONFIG][@SPLIT]`` (split ``train`` by default) from the hub or its local cache."""
     from datasets import load_dataset
 
     name, _, split = spec[3:].partition("@")
     name, _, config_name = name.partition(":")
     try:
-        dataset = load_dataset(name, config_name or None, split=split or "train", streaming=True)
+        return load_dataset(name, config_name or None, split=split or "train", streaming=streaming)
     except Exception as error:  # the hub client raises many types; the user needs the one line
         raise BertpreError(f"{spec}: could not load the dataset ({type(error).__name__}: "
                            f"{str(error).splitlines()[0] if str(error) else ''})") from None
-    yield from _read_dataset_records(dataset, spec, column)
+
+
+def _read_hub_dataset(spec: str, column: str) -> Iterator[Document]:
+    yield from _read_dataset_records(load_hub_dataset(spec, streaming=True), spec, column)
 
 
 def _read_dataset_records(dataset: Iterable[dict], name: str, column: str) -> Iterator[Document]:

@@ -23,8 +23,10 @@ import numpy as np
 import torch
 
 from bertpre.config import BertpreError, FinetuneConfig, PredictConfig, save_config
+from bertpre.corpus import load_hub_dataset
 from bertpre.export import export_model, load_pretrained
 from bertpre.io import check_writable_output
+from bertpre.pretrain import learning_rate_factor, parameter_groups
 
 csv.field_size_limit(min(sys.maxsize, 2**31 - 1))
 
@@ -131,16 +133,7 @@ def _rows_with_header(rows: list[list[str]], column_names: Sequence[str], path: 
 
 
 def _read_hub_table(spec: str) -> list[dict[str, Any]]:
-    from datasets import load_dataset
-
-    name, _, split = spec[3:].partition("@")
-    name, _, config_name = name.partition(":")
-    try:
-        dataset = load_dataset(name, config_name or None, split=split or "train")
-    except Exception as error:  # the hub client raises many types; the user needs one line
-        raise BertpreError(f"{spec}: could not load the dataset ({type(error).__name__}: "
-                           f"{str(error).splitlines()[0] if str(error) else ''})") from None
-    return dataset.to_list()
+    return load_hub_dataset(spec, streaming=False).to_list()
 
 
 @dataclass
@@ -396,13 +389,13 @@ def finetune(config: FinetuneConfig, show_progress: bool = True) -> FinetuneSumm
                                                collate_fn=collate, generator=torch.Generator().manual_seed(config.seed))
     eval_loader = torch.utils.data.DataLoader(eval_set, batch_size=config.per_device_batch_size * 2,
                                               collate_fn=collate)
-    optimizer = torch.optim.AdamW(_decay_groups(model, config.weight_decay), lr=config.learning_rate,
+    optimizer = torch.optim.AdamW(parameter_groups(model, config.weight_decay), lr=config.learning_rate,
                                   fused=not use_cpu)
     steps_per_epoch = math.ceil(len(train_loader) / config.gradient_accumulation_steps)
     total_steps = steps_per_epoch * config.epochs
     warmup = int(config.warmup_fraction * total_steps)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: (s + 1) / max(1, warmup) if s < warmup else max(0.0, (total_steps - s) / max(1, total_steps - warmup)))
+        optimizer, lambda step: learning_rate_factor(step, warmup, total_steps, "linear"))
     model, optimizer, train_loader, eval_loader, scheduler = accelerator.prepare(
         model, optimizer, train_loader, eval_loader, scheduler)
     accelerator.init_trackers("tensorboard")
@@ -453,12 +446,6 @@ def finetune(config: FinetuneConfig, show_progress: bool = True) -> FinetuneSumm
         _export_classifier(final, config, task, best, output)
     return FinetuneSummary(str(output / "model"), task.name, best["epoch"], best["metrics"],
                            len(train_set), len(eval_set), time.perf_counter() - started, history)
-
-
-def _decay_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[str, Any]]:
-    decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and "norm" not in n]
-    rest = [p for n, p in model.named_parameters() if not (p.ndim >= 2 and "norm" not in n)]
-    return [{"params": decay, "weight_decay": weight_decay}, {"params": rest, "weight_decay": 0.0}]
 
 
 @torch.no_grad()

@@ -25,8 +25,8 @@ from torch import Tensor, nn
 from transformers import BertConfig
 
 from bertpre.config import ModelConfig
+from bertpre.data import IGNORE_INDEX
 
-IGNORE_INDEX = -100
 _ACTIVATIONS = {
     "gelu": lambda x: F.gelu(x),
     "gelu_new": lambda x: F.gelu(x, approximate="tanh"),

@@ -84,7 +84,7 @@ def run_quickstart(config: QuickstartConfig, show_progress: bool = True) -> dict
 
     _stage(3, f"pretrain: BERT-{config.model_size}, masked-LM + next-sentence")
     t = time.perf_counter()
-    model = ModelConfig(**{**vars(ModelConfig()), **MODEL_SIZES[config.model_size], "vocab_size": tokenizer.vocab_size})
+    model = ModelConfig.of_size(config.model_size, vocab_size=tokenizer.vocab_size)
     run = pretrain(PretrainConfig(
         data=data.output, output=str(output / "pretrain"), model=model, global_batch_size=config.batch_size,
         per_device_batch_size=min(config.batch_size, 32), learning_rate=config.learning_rate,

@@ -12,7 +12,7 @@ from bertpre.bench import bench_table, run_bench
 from bertpre.config import BenchConfig, ConfigError
 from bertpre.pretrain import gpu_peak_flops, training_flops_per_token
 from bertpre.model import bert_config
-from bertpre.config import MODEL_SIZES, ModelConfig
+from bertpre.config import ModelConfig
 
 
 def test_bench_compares_both_models_on_the_same_work() -> None:
@@ -37,7 +37,7 @@ def test_bench_json_from_the_command_line() -> None:
 
 
 def test_flops_per_token_and_gpu_peaks() -> None:
-    base = bert_config(ModelConfig(**{**vars(ModelConfig()), **MODEL_SIZES["base"]}))
+    base = bert_config(ModelConfig.of_size("base"))
     assert training_flops_per_token(base, 128, 0.15) / 1e6 == pytest.approx(545, rel=0.02)
     assert gpu_peak_flops("NVIDIA H100 80GB HBM3") == 989e12
     assert gpu_peak_flops("NVIDIA A100-SXM4-80GB") == 312e12
