@@ -389,6 +389,8 @@ class PretrainConfig:
                                                             "scaling, or fp32 (`no`). CPU runs use fp32.")
     mlm_probability: float = option(0.15, "Fraction of tokens chosen for masked-LM (MosaicBERT: 0.3).")
     whole_word_mask: bool = option(False, "Mask all pieces of a word together.")
+    bucket_by_length: bool = option(False, "Sort each step's sequences by length before cutting micro-batches: "
+                                    "less padding with gradient accumulation or several processes.")
     seed: int = option(42, "Seed of initialisation, data order, masking and dropout.")
     log_every: int = option(10, "Steps between metrics.jsonl / TensorBoard lines.")
     eval_every: int = option(500, "Steps between evaluations on the held-out split (0 = only at the end).")

@@ -81,6 +81,7 @@ class BatchPlan:
     per_device_batch_size: int
     world_size: int
     seed: int
+    lengths: Optional[np.ndarray] = None  # set to bucket by length: micro-batches of similar lengths
 
     def __post_init__(self) -> None:
         if self.num_examples < self.global_batch_size:
@@ -101,9 +102,13 @@ class BatchPlan:
         if epoch != self._cached_epoch:
             self._permutation = np.random.default_rng([self.seed, epoch]).permutation(self.num_examples)
             self._cached_epoch = epoch
-        start = step_in_epoch * self.global_batch_size
-        start += (micro_step * self.world_size + rank) * self.per_device_batch_size
-        return self._permutation[start:start + self.per_device_batch_size]
+        step_start = step_in_epoch * self.global_batch_size
+        step_batch = self._permutation[step_start:step_start + self.global_batch_size]
+        if self.lengths is not None:
+            # Sorting within the step keeps its sequences (and the gradient) and cuts padding.
+            step_batch = step_batch[np.argsort(self.lengths[step_batch], kind="stable")]
+        start = (micro_step * self.world_size + rank) * self.per_device_batch_size
+        return step_batch[start:start + self.per_device_batch_size]
 
 
 class MicroBatches(torch.utils.data.Dataset):
@@ -484,7 +489,8 @@ def pretrain(config: PretrainConfig, show_progress: bool = True) -> PretrainSumm
                                               whole_word=config.whole_word_mask)
     train_data = PretrainingData(config.data, "train")
     eval_data = _optional_eval_data(config.data)
-    plan = BatchPlan(len(train_data), config.global_batch_size, config.per_device_batch_size, world, config.seed)
+    plan = BatchPlan(len(train_data), config.global_batch_size, config.per_device_batch_size, world, config.seed,
+                     lengths=train_data.lengths() if config.bucket_by_length else None)
     mean_length = float(train_data.lengths().mean())
     total_steps = config.max_steps or math.ceil(config.max_tokens / (config.global_batch_size * mean_length))
     schedule_steps = config.schedule_steps or total_steps

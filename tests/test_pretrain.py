@@ -71,6 +71,23 @@ def test_one_process_with_accumulation_reads_what_two_processes_read() -> None:
     assert len(np.unique(epoch)) == len(epoch) == 992  # no sequence twice within an epoch
 
 
+def test_bucketing_by_length_keeps_each_steps_sequences_and_cuts_padding() -> None:
+    lengths = np.random.default_rng(0).integers(10, 129, size=1000)
+    plain = BatchPlan(1000, 64, 8, world_size=2, seed=1)
+    bucketed = BatchPlan(1000, 64, 8, world_size=2, seed=1, lengths=lengths)
+
+    def micro_batches(plan: BatchPlan, step: int) -> list[np.ndarray]:
+        return [plan.indices(step, m, r) for m in range(plan.accumulation_steps) for r in range(2)]
+
+    def padding(batches: list[np.ndarray]) -> float:
+        return sum(lengths[b].max() * len(b) - lengths[b].sum() for b in batches) / sum(lengths[b].max() * len(b)
+                                                                                      for b in batches)
+    for step in (0, 7, 20):
+        assert sorted(np.concatenate(micro_batches(plain, step))) == sorted(np.concatenate(micro_batches(bucketed, step)))
+        assert padding(micro_batches(bucketed, step)) < padding(micro_batches(plain, step)) / 2
+    assert all(np.array_equal(a, b) for a, b in zip(micro_batches(bucketed, 3), micro_batches(bucketed, 3)))
+
+
 def test_learning_rate_schedule() -> None:
     assert learning_rate_factor(0, 10, 100, "linear") == pytest.approx(0.1)
     assert learning_rate_factor(9, 10, 100, "linear") == pytest.approx(1.0)
