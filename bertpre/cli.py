@@ -15,7 +15,7 @@ import typing
 from typing import Any, Callable, Sequence
 
 from bertpre.config import (BenchConfig, BertpreError, ExportConfig, FinetuneConfig, GlueConfig, PredictConfig, PrepareConfig,
-                            PretrainConfig, TokenizerConfig, load_config)
+                            PretrainConfig, QuickstartConfig, TokenizerConfig, load_config)
 
 EXIT_USER_ERROR = 2
 
@@ -147,7 +147,7 @@ def _run_bench(args: argparse.Namespace) -> int:
 
 
 def _run_quickstart(args: argparse.Namespace) -> int:
-    from bertpre.quickstart import QuickstartConfig, run_quickstart
+    from bertpre.quickstart import run_quickstart
 
     run_quickstart(config_from_args(QuickstartConfig, args), show_progress=sys.stderr.isatty())
     return 0
@@ -191,8 +191,6 @@ def build_parser() -> argparse.ArgumentParser:
                           "can resume; --report writes training.png and report.html.", None, _run_status)
     status.add_argument("run_dir", metavar="RUN", help="pretraining run directory")
     status.add_argument("--report", action="store_true", help="also write training.png and report.html")
-
-    from bertpre.quickstart import QuickstartConfig
 
     _add_command(commands, "quickstart", "Run the whole pipeline on the built-in corpus (offline, CPU is fine).",
                  QuickstartConfig, _run_quickstart)

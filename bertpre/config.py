@@ -18,6 +18,9 @@ from typing import Any, Literal, Optional, TypeVar, Union
 
 import yaml
 
+BUILTIN_PYTHON_DOCS = "builtin:python-docs"
+"""The corpus that needs no download: documentation prose of the Python standard library."""
+
 SPECIAL_TOKENS: tuple[str, ...] = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
 """BERT's special tokens, in the order of their fixed ids: [PAD]=0, [UNK]=1, [CLS]=2, [SEP]=3, [MASK]=4."""
 
@@ -535,3 +538,21 @@ class BenchConfig:
                 raise ConfigError(f"{name}: must be at least 1")
         if self.seq_length > 512:
             raise ConfigError("seq_length: BERT's position embeddings cover 512 tokens")
+
+
+@dataclass
+class QuickstartConfig:
+    """`bertpre quickstart`: every stage, small and offline."""
+
+    output: str = option("runs/quickstart", "Directory for everything the run produces.")
+    inputs: list[str] = option([BUILTIN_PYTHON_DOCS], "Corpus (see `tokenizer train --inputs`); the classifier "
+                               "task is the package (built-in corpus) or the file a paragraph comes from.")
+    vocab_size: int = option(8000, "Vocabulary size of the quickstart tokenizer.")
+    max_seq_length: int = option(128, "Length of the next-sentence pairs.")
+    model_size: str = option("tiny", f"Model size: {', '.join(MODEL_SIZES)}.")
+    pretrain_steps: int = option(400, "Pretraining steps.")
+    batch_size: int = option(32, "Pretraining batch (sequences per step).")
+    learning_rate: float = option(2e-3, "Peak pretraining learning rate (small models like it high).")
+    finetune_epochs: int = option(4, "Epochs of classifier fine-tuning.")
+    num_classes: int = option(6, "Classes of the derived classification task (most frequent packages or files).")
+    overwrite: bool = option(True, "Replace the results of an earlier quickstart in the same directory.")

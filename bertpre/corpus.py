@@ -21,12 +21,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Iterable, Iterator
 
-from bertpre.config import BertpreError, CorpusConfig
+from bertpre.config import BUILTIN_PYTHON_DOCS, BertpreError, CorpusConfig
 
 TEXT_SUFFIXES = {".txt", ".text", ".raw", ".md", ".rst", ".tokens"}
 JSONL_SUFFIXES = {".jsonl", ".json", ".ndjson"}
 PARQUET_SUFFIXES = {".parquet"}
-BUILTIN_PYTHON_DOCS = "builtin:python-docs"
 _HEADING = re.compile(r"^\s*=\s+([^=].*?)\s+=\s*$")
 _SUBHEADING = re.compile(r"^\s*(=\s*){2,}.*?(\s*=){2,}\s*$")
 _CONTROL_ONLY = re.compile(r"^[\s\x00-\x1f\x7f-\x9f\u200b\ufeff]*$")

@@ -11,12 +11,11 @@ import collections
 import hashlib
 import json
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
 from bertpre.config import (MODEL_SIZES, BertpreError, CorpusConfig, ExportConfig, FinetuneConfig, ModelConfig,
-                            PredictConfig, PrepareConfig, PretrainConfig, TokenizerConfig, option)
+                            PredictConfig, PrepareConfig, PretrainConfig, QuickstartConfig, TokenizerConfig)
 from bertpre.corpus import BUILTIN_PYTHON_DOCS, read_documents
 from bertpre.data import prepare_pretraining_data
 from bertpre.export import export_checkpoint
@@ -30,24 +29,6 @@ FILL_MASK_PROMPTS = [
     "return a new [MASK] containing the items of the sequence.",
     "this function raises a [MASK] if the file does not exist.",
 ]
-
-
-@dataclass
-class QuickstartConfig:
-    """`bertpre quickstart`: every stage, small and offline."""
-
-    output: str = option("runs/quickstart", "Directory for everything the run produces.")
-    inputs: list[str] = option([BUILTIN_PYTHON_DOCS], "Corpus (see `tokenizer train --inputs`); the classifier "
-                               "task is the package (built-in corpus) or the file a paragraph comes from.")
-    vocab_size: int = option(8000, "Vocabulary size of the quickstart tokenizer.")
-    max_seq_length: int = option(128, "Length of the next-sentence pairs.")
-    model_size: str = option("tiny", f"Model size: {', '.join(MODEL_SIZES)}.")
-    pretrain_steps: int = option(400, "Pretraining steps.")
-    batch_size: int = option(32, "Pretraining batch (sequences per step).")
-    learning_rate: float = option(2e-3, "Peak pretraining learning rate (small models like it high).")
-    finetune_epochs: int = option(4, "Epochs of classifier fine-tuning.")
-    num_classes: int = option(6, "Classes of the derived classification task (most frequent packages or files).")
-    overwrite: bool = option(True, "Replace the results of an earlier quickstart in the same directory.")
 
 
 def _stage(number: int, title: str) -> None:

@@ -29,7 +29,7 @@ def test_readme_config_reference_lists_every_field() -> None:
     import dataclasses
 
     from bertpre import config as configs
-    from bertpre.quickstart import QuickstartConfig
+    from bertpre.config import QuickstartConfig
 
     readme = (REPO / "README.md").read_text()
     for cls in (configs.TokenizerConfig, configs.PrepareConfig, configs.ModelConfig, configs.PretrainConfig,

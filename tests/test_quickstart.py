@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 from transformers import AutoModelForSequenceClassification, pipeline
 
-from bertpre.quickstart import QuickstartConfig, run_quickstart
+from bertpre.config import QuickstartConfig
+from bertpre.quickstart import run_quickstart
 from bertpre.report import run_status
 
 
