@@ -260,6 +260,12 @@ def list_checkpoints(output: str | Path) -> list[Path]:
     return sorted(found, key=lambda p: p.name)
 
 
+def _shards_optimizer(accelerator: Any) -> bool:
+    from accelerate.utils import DistributedType
+
+    return accelerator.distributed_type == DistributedType.FSDP
+
+
 def _rng_state() -> dict[str, Any]:
     state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
     if torch.cuda.is_available():
@@ -292,13 +298,16 @@ def save_checkpoint(accelerator: Any, model: nn.Module, optimizer: Any, schedule
         raise BertpreError(f"step {state.step}: processes hold different weights {state.rank_checksums}; "
                            "data-parallel synchronisation failed")
     torch.save(_rng_state(), staging / f"rng-rank{accelerator.process_index}.pt")
+    if _shards_optimizer(accelerator):  # each rank holds only its shard of the optimizer state
+        torch.save(optimizer.state_dict(), staging / f"optimizer-rank{accelerator.process_index}.pt")
     full_state = accelerator.get_state_dict(model)  # every rank takes part (FSDP gathers shards here)
     if accelerator.is_main_process:
         unwrapped = accelerator.unwrap_model(model)
         weights = {k: v.detach().cpu().contiguous() for k, v in full_state.items()
                    if k != "mlm.word_embeddings.weight"}
         save_file(weights, str(staging / "model.safetensors"), metadata={"format": "pt"})
-        torch.save(optimizer.state_dict(), staging / "optimizer.pt")
+        if not _shards_optimizer(accelerator):
+            torch.save(optimizer.state_dict(), staging / "optimizer.pt")
         torch.save(scheduler.state_dict(), staging / "scheduler.pt")
         if accelerator.scaler is not None:
             torch.save(accelerator.scaler.state_dict(), staging / "scaler.pt")
@@ -328,7 +337,11 @@ def load_checkpoint(path: Path, accelerator: Any, model: nn.Module, optimizer: A
     if unexpected or set(missing) - {"mlm.word_embeddings.weight"}:
         raise BertpreError(f"{path}: checkpoint does not fit the model config (missing {missing[:3]}, "
                            f"unexpected {unexpected[:3]}); resume with the config it was saved with")
-    optimizer.load_state_dict(torch.load(path / "optimizer.pt", weights_only=True, map_location="cpu"))
+    optimizer_file = (path / f"optimizer-rank{accelerator.process_index}.pt" if _shards_optimizer(accelerator)
+                      else path / "optimizer.pt")
+    if not optimizer_file.exists():
+        raise BertpreError(f"{path}: no {optimizer_file.name}; resume with the parallelism it was saved with")
+    optimizer.load_state_dict(torch.load(optimizer_file, weights_only=True, map_location="cpu"))
     scheduler.load_state_dict(torch.load(path / "scheduler.pt", weights_only=True))
     if accelerator.scaler is not None and (path / "scaler.pt").exists():
         accelerator.scaler.load_state_dict(torch.load(path / "scaler.pt", weights_only=True))
