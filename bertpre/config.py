@@ -277,11 +277,6 @@ def save_config(config: Any, path: str | Path) -> None:
     Path(path).write_text(yaml.safe_dump(config_to_dict(config), sort_keys=False), encoding="utf-8")
 
 
-def field_help(cls: type) -> dict[str, str]:
-    """Field name → help text of a config dataclass."""
-    return {f.name: f.metadata.get("help", "") for f in dataclasses.fields(cls)}
-
-
 def _unknown_key_message(key: str, valid: list[str], prefix: str) -> str:
     leaf = key[len(prefix):]
     close = difflib.get_close_matches(leaf, valid, n=1, cutoff=0.5)

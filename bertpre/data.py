@@ -265,7 +265,7 @@ def prepare_pretraining_data(config: PrepareConfig, show_progress: bool = True) 
         datasets.disable_progress_bars()
     with atomic_directory(output, overwrite=config.overwrite) as staging:
         stats = CorpusStats()
-        documents = _tokenized_documents(config, sources, staging, workers, stats)
+        documents = _tokenized_documents(config, sources, staging, workers, stats, tokenizer_info["vocab_size"])
         train_docs, eval_docs = _split_documents(documents, config.eval_fraction, staging)
         summary_parts = {}
         for split, docs in (("train", train_docs), ("eval", eval_docs)):
@@ -374,10 +374,10 @@ def _tokenize_documents(batch: dict[str, list], tokenizer_path: str) -> dict[str
 
 
 def _tokenized_documents(config: PrepareConfig, sources: list[str], staging: Path, workers: int,
-                         stats: CorpusStats):  # noqa: ANN202 - datasets.Dataset
+                         stats: CorpusStats, vocab_size: int):  # noqa: ANN202 - datasets.Dataset
     import datasets
 
-    id_type = "uint16" if _vocab_size(config) <= 65536 else "int32"
+    id_type = "uint16" if vocab_size <= 65536 else "int32"
     # Reading runs in parallel over files; global de-duplication needs one reader to stay exact.
     read_workers = 1 if config.deduplicate else min(workers, len(sources))
     cache = str(staging / "hf-cache")
@@ -416,10 +416,6 @@ def _tokenized_documents(config: PrepareConfig, sources: list[str], staging: Pat
     tokenized.save_to_disk(str(staging / "documents"))
     stats.documents = len(tokenized)
     return datasets.load_from_disk(str(staging / "documents"))
-
-
-def _vocab_size(config: PrepareConfig) -> int:
-    return len(_worker_tokenizer(str(Path(config.tokenizer).resolve())))
 
 
 # ---- pass 2: hold out whole documents -------------------------------------------------------

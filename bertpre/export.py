@@ -12,7 +12,7 @@ import re
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterable
+from typing import TYPE_CHECKING, Any
 
 import torch
 from safetensors import safe_open
@@ -265,13 +265,6 @@ def _check_shapes(model: nn.Module, tensors: dict[str, Tensor], directory: str |
         if state[name].shape != tensor.shape:
             raise BertpreError(f"{directory}: {name} has shape {tuple(tensor.shape)} but config.json implies "
                                f"{tuple(state[name].shape)}")
-
-
-def hf_names(model: nn.Module) -> Iterable[str]:
-    """The Hugging Face parameter names our model exports (for tests and diagnostics)."""
-    return to_hf_state_dict(model).keys()
-
-
 # --------------------------------------------------------------------------------------------
 # `bertpre export`: a pretraining checkpoint → Hugging Face directory
 # --------------------------------------------------------------------------------------------

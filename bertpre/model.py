@@ -282,14 +282,3 @@ def init_bert_weights(module: nn.Module, std: float) -> None:
             sub.bias.zero_()
         elif isinstance(sub, MaskedLMHead):
             sub.bias.zero_()
-
-
-def count_parameters(model: nn.Module, include_embeddings: bool = True) -> int:
-    """Number of (unique) parameters; without embeddings for FLOP counts."""
-    seen, total = set(), 0
-    for name, parameter in model.named_parameters():
-        if id(parameter) in seen or (not include_embeddings and ".embeddings." in f".{name}"):
-            continue
-        seen.add(id(parameter))
-        total += parameter.numel()
-    return total
