@@ -265,6 +265,8 @@ def _check_shapes(model: nn.Module, tensors: dict[str, Tensor], directory: str |
         if state[name].shape != tensor.shape:
             raise BertpreError(f"{directory}: {name} has shape {tuple(tensor.shape)} but config.json implies "
                                f"{tuple(state[name].shape)}")
+
+
 # --------------------------------------------------------------------------------------------
 # `bertpre export`: a pretraining checkpoint → Hugging Face directory
 # --------------------------------------------------------------------------------------------
