@@ -370,7 +370,14 @@ def _tokenize_documents(batch: dict[str, list], tokenizer_path: str) -> dict[str
         ids = [ids for ids in encoded[position:position + len(sentences)] if ids]
         position += len(sentences)
         tokenized.append(ids)
-    return {"id": batch["id"], "sentences": tokenized}
+    return {"id": batch["id"], "text_key": [_text_key(paragraphs) for paragraphs in batch["paragraphs"]],
+            "sentences": tokenized}
+
+
+def _text_key(paragraphs: list[str]) -> int:
+    """A hash of a document's text: where the file lies must not decide which split it lands in."""
+    digest = hashlib.blake2b("\n".join(paragraphs).encode("utf-8"), digest_size=8).digest()
+    return int.from_bytes(digest, "little") >> 1  # fits int64, which Arrow stores without fuss
 
 
 def _tokenized_documents(config: PrepareConfig, sources: list[str], staging: Path, workers: int,
@@ -408,7 +415,7 @@ def _tokenized_documents(config: PrepareConfig, sources: list[str], staging: Pat
     tokenized = raw.map(
         _tokenize_documents, batched=True, batch_size=64, num_proc=workers if workers > 1 else None,
         remove_columns=raw.column_names, fn_kwargs={"tokenizer_path": str(Path(config.tokenizer).resolve())},
-        features=datasets.Features({"id": datasets.Value("string"),
+        features=datasets.Features({"id": datasets.Value("string"), "text_key": datasets.Value("int64"),
                                     "sentences": datasets.Sequence(datasets.Sequence(datasets.Value(id_type)))}),
         desc="tokenizing")
     tokenized = tokenized.filter(lambda batch: [len(s) > 0 for s in batch["sentences"]], batched=True,
@@ -422,15 +429,18 @@ def _tokenized_documents(config: PrepareConfig, sources: list[str], staging: Pat
 
 
 def _split_documents(documents, eval_fraction: float, staging: Path):  # noqa: ANN001, ANN202
-    """Pick eval documents by a hash of their id (stable under worker counts and input order)."""
+    """Pick eval documents by a hash of their text.
+
+    Stable under worker counts, input order and the corpus's location: the same corpus read from
+    another directory or node gives the same split (identical documents also land on the same side).
+    """
     import datasets
 
     count = len(documents)
     if eval_fraction == 0 or count < 4:
         return documents, None
     n_eval = min(count - 2, max(2, round(eval_fraction * count)))
-    keys = np.array([int.from_bytes(hashlib.blake2b(doc_id.encode(), digest_size=8).digest(), "little")
-                     for doc_id in documents["id"]], dtype=np.uint64)
+    keys = np.asarray(documents.data.column("text_key").to_numpy())
     order = np.argsort(keys, kind="stable")
     is_eval = np.zeros(count, dtype=bool)
     is_eval[order[:n_eval]] = True

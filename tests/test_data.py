@@ -176,6 +176,20 @@ def test_same_seed_gives_identical_bytes_for_any_worker_count(tmp_path: Path) ->
             != (tmp_path / "one" / "train" / "data-00000-of-00001.arrow").read_bytes())
 
 
+def test_the_corpus_location_does_not_change_the_split_or_the_pairs(tmp_path: Path) -> None:
+    # A cluster node or a colleague's checkout sees the corpus under another path and file name.
+    text = shared_path("ci/wiki_first10docs.txt").read_bytes()
+    here, there = tmp_path / "here" / "wiki.txt", tmp_path / "elsewhere" / "deeper" / "articles.txt"
+    for path in (here, there):
+        path.parent.mkdir(parents=True)
+        path.write_bytes(text)
+    prepare([here], tmp_path / "from-here", max_seq_length=64, eval_fraction=0.2)
+    prepare([there], tmp_path / "from-there", max_seq_length=64, eval_fraction=0.2)
+    for split in ("train", "eval"):
+        assert ((tmp_path / "from-here" / split / "data-00000-of-00001.arrow").read_bytes()
+                == (tmp_path / "from-there" / split / "data-00000-of-00001.arrow").read_bytes())
+
+
 def test_shards_cover_every_document_exactly_once(tmp_path: Path) -> None:
     directory = shared_path("pretrain/inaugural")
     files = sorted(directory.glob("*.txt"))[:9]
