@@ -5,6 +5,10 @@ same device and precision (bf16 autocast on GPU), with dropout on, fused AdamW a
 masking rate; timings follow warm-up steps. The table reports sequences/s, tokens/s, non-padding
 tokens/s, MFU and peak memory, and our/reference ratios. Performance is measured here, never
 asserted in tests.
+
+With ``curve_steps`` the same models instead train that many steps on distinct real batches (same
+weights, batches, masks, optimizer and schedule) and their loss curves are compared against the
+reference's own step-to-step noise: the check that a fast path trains like the reference.
 """
 
 from __future__ import annotations
@@ -15,13 +19,16 @@ import time
 from dataclasses import asdict, dataclass
 from typing import Any, Callable, Optional
 
+import numpy as np
 import torch
 
 from bertpre.config import BenchConfig, BertpreError, ModelConfig
 from bertpre.data import MaskingCollator, PretrainingData
 from bertpre.export import to_hf_state_dict
 from bertpre.model import BertForPreTraining, bert_config
-from bertpre.pretrain import gpu_peak_flops, training_flops_per_token
+from bertpre.pretrain import gpu_peak_flops, learning_rate_factor, training_flops_per_token
+
+Variant = tuple[str, Callable[[], torch.nn.Module], Callable, bool]  # name, build, step function, compiled
 
 
 @dataclass
@@ -127,23 +134,20 @@ def _synchronize(device: torch.device) -> None:
         torch.cuda.synchronize()
 
 
-def run_bench(config: BenchConfig) -> dict[str, Any]:
-    """Time our model and the reference on identical work; return the results and the setup."""
+def _device(config: BenchConfig) -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() and not config.cpu else "cpu")
+
+
+def _model_variants(config: BenchConfig, hf_config: Any, device: torch.device) -> list[Variant]:
+    """The reference and our model in each configuration asked for, all from the same weights."""
     import transformers
 
-    device = torch.device("cuda" if torch.cuda.is_available() and not config.cpu else "cpu")
-    model_config = ModelConfig.of_size(config.model_size)
-    hf_config = bert_config(model_config)
-    batches, mode = _batches(config, model_config.vocab_size, device)
-    seq_length = batches[0]["input_ids"].shape[1]
-    flops_per_token = training_flops_per_token(hf_config, seq_length, config.mlm_probability)
-    peak = gpu_peak_flops(torch.cuda.get_device_name(device)) if device.type == "cuda" else None
     torch.manual_seed(0)
     reference_weights = to_hf_state_dict(BertForPreTraining(hf_config))
 
-    def fresh_ours() -> torch.nn.Module:
+    def fresh_ours(unpad_inputs: bool = False) -> torch.nn.Module:
         torch.manual_seed(0)
-        return BertForPreTraining(hf_config).to(device)
+        return BertForPreTraining(hf_config, unpad_inputs=unpad_inputs).to(device)
 
     def fresh_reference() -> torch.nn.Module:
         reference_config = transformers.BertConfig.from_dict(hf_config.to_dict())
@@ -153,22 +157,42 @@ def run_bench(config: BenchConfig) -> dict[str, Any]:
         model.tie_weights()
         return model.to(device)
 
-    variants: list[tuple[str, Callable[[], torch.nn.Module], Callable, bool]] = [
+    variants: list[Variant] = [
         ("hf sdpa", fresh_reference, _reference_step, False), ("bertpre", fresh_ours, _ours_step, False)]
     if config.compile_reference:
         variants.insert(1, ("hf sdpa + compile", fresh_reference, _reference_step, True))
+    if config.unpad:
+        variants.append(("bertpre + unpad", lambda: fresh_ours(unpad_inputs=True), _ours_step, False))
     if config.compile:
         variants.append(("bertpre + compile", fresh_ours, _ours_step, True))
+    return variants
+
+
+def _release(device: torch.device) -> None:
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+
+
+def run_bench(config: BenchConfig) -> dict[str, Any]:
+    """Time our model and the reference on identical work; return the results and the setup."""
+    import transformers
+
+    device = _device(config)
+    model_config = ModelConfig.of_size(config.model_size)
+    hf_config = bert_config(model_config)
+    batches, mode = _batches(config, model_config.vocab_size, device)
+    seq_length = batches[0]["input_ids"].shape[1]
+    flops_per_token = training_flops_per_token(hf_config, seq_length, config.mlm_probability)
+    peak = gpu_peak_flops(torch.cuda.get_device_name(device)) if device.type == "cuda" else None
     results = []
-    for name, build, step_builder, compiled in variants:
+    for name, build, step_builder, compiled in _model_variants(config, hf_config, device):
         model = build()
         runnable = torch.compile(model) if compiled else model
         results.append(_time_variant(name, model, step_builder(runnable), batches, config, device,
                                      flops_per_token, peak))
         del model, runnable
-        gc.collect()
-        if device.type == "cuda":
-            torch.cuda.empty_cache()
+        _release(device)
     nonpad = sum(int(b["attention_mask"].sum()) for b in batches) / sum(b["attention_mask"].numel() for b in batches)
     return {"date": time.strftime("%Y-%m-%d"),
             "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
@@ -202,3 +226,120 @@ def bench_table(report: dict[str, Any]) -> str:
 def bench_json(report: dict[str, Any]) -> str:
     """The benchmark for machines."""
     return json.dumps(report, indent=2)
+
+
+# --------------------------------------------------------------------------------------------
+# Loss curves: does a fast path train like the reference?
+# --------------------------------------------------------------------------------------------
+
+
+class _CurveBatches:
+    """Step ``i``'s batch: distinct real examples in a seeded order, masked with a seed of its own.
+
+    Every model sees exactly the same batches and masks; nothing is cycled.
+    """
+
+    def __init__(self, config: BenchConfig, vocab_size: int, device: torch.device) -> None:
+        self.data = PretrainingData(config.data, "train")
+        if len(self.data) < config.batch_size:
+            raise BertpreError(f"{config.data}: {len(self.data)} examples, fewer than one batch of {config.batch_size}")
+        self.order = np.random.default_rng(0).permutation(len(self.data))
+        self.collator = MaskingCollator(vocab_size=vocab_size, mlm_probability=config.mlm_probability)
+        self.batch_size, self.device = config.batch_size, device
+
+    def __call__(self, step: int) -> dict[str, torch.Tensor]:
+        positions = (step * self.batch_size + np.arange(self.batch_size)) % len(self.order)
+        examples = [self.data.example(int(i)) for i in self.order[positions]]
+        batch = self.collator(examples, generator=torch.Generator().manual_seed(1_000_003 + step))
+        return {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
+
+
+def _train_curve(model: torch.nn.Module, step_fn: Callable, batches: _CurveBatches, config: BenchConfig,
+                 device: torch.device) -> list[float]:
+    model.train()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=config.learning_rate, weight_decay=0.01,
+                                  fused=device.type == "cuda")
+    warmup = max(1, config.curve_steps // 10)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda step: learning_rate_factor(step, warmup, config.curve_steps, "linear"))
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda" and config.bf16)
+    losses = []
+    for step in range(config.curve_steps):
+        with autocast:
+            loss = step_fn(batches(step))
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        losses.append(float(loss.detach()))
+    return losses
+
+
+def compare_curves(reference: list[float], other: list[float], window: int) -> dict[str, Any]:
+    """Window means of two loss curves, their largest gap, and the reference's noise.
+
+    The noise is the standard error of a window mean, from the reference's step-to-step scatter
+    around its own window means; a gap within three of them is "within noise".
+    """
+    count = len(reference) // window
+    ref = np.asarray(reference[:count * window]).reshape(count, window)
+    oth = np.asarray(other[:count * window]).reshape(count, window)
+    scatter = float(np.sqrt(((ref - ref.mean(1, keepdims=True)) ** 2).sum() / max(1, ref.size - count)))
+    standard_error = scatter / np.sqrt(window)
+    gaps = oth.mean(1) - ref.mean(1)
+    largest = float(np.abs(gaps).max()) if count else 0.0
+    return {"window": window, "reference_means": ref.mean(1).tolist(), "means": oth.mean(1).tolist(),
+            "largest_gap": largest, "noise": standard_error,
+            "within_noise": bool(largest <= 3 * standard_error + 1e-6)}
+
+
+def run_loss_curves(config: BenchConfig) -> dict[str, Any]:
+    """Train the reference and our variants on identical real batches; compare their loss curves."""
+    import transformers
+
+    device = _device(config)
+    model_config = ModelConfig.of_size(config.model_size)
+    hf_config = bert_config(model_config)
+    batches = _CurveBatches(config, model_config.vocab_size, device)
+    curves = {}
+    for name, build, step_builder, compiled in _model_variants(config, hf_config, device):
+        model = build()
+        torch.manual_seed(1)  # the same dropout stream to start with (the kernels draw it differently)
+        curves[name] = _train_curve(model, step_builder(torch.compile(model) if compiled else model), batches,
+                                    config, device)
+        del model
+        _release(device)
+    window = max(1, min(25, config.curve_steps // 6))
+    reference = curves["hf sdpa"]
+    return {"date": time.strftime("%Y-%m-%d"),
+            "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+            "torch": torch.__version__, "transformers": transformers.__version__,
+            "model_size": config.model_size, "batch_size": config.batch_size, "steps": config.curve_steps,
+            "learning_rate": config.learning_rate, "data": config.data,
+            "precision": "bf16 autocast" if device.type == "cuda" and config.bf16 else "fp32",
+            "curves": curves,
+            "comparisons": {name: compare_curves(reference, curve, window)
+                            for name, curve in curves.items() if name != "hf sdpa"}}
+
+
+def curve_table(report: dict[str, Any]) -> str:
+    """The loss-curve comparison as a table of window means, one column per model."""
+    names = list(report["curves"])
+    first = report["comparisons"][names[1]]
+    window = first["window"]
+    lines = [f"{report['date']}  {report['device']}  torch {report['torch']}  transformers {report['transformers']}",
+             f"BERT-{report['model_size']}, batch {report['batch_size']}, {report['steps']} steps on {report['data']}, "
+             f"AdamW lr {report['learning_rate']:g}, {report['precision']}; mean loss per {window} steps",
+             "",
+             f"{'steps':>11} " + " ".join(f"{name:>16}" for name in names)]
+    for w, reference_mean in enumerate(first["reference_means"]):
+        row = [reference_mean] + [report["comparisons"][name]["means"][w] for name in names[1:]]
+        lines.append(f"{w * window + 1:>5}-{(w + 1) * window:<5} " + " ".join(f"{v:>16.4f}" for v in row))
+    lines.append("")
+    for name in names[1:]:
+        c = report["comparisons"][name]
+        verdict = "within noise" if c["within_noise"] else "OUTSIDE noise"
+        lines.append(f"{name}: largest gap to hf sdpa {c['largest_gap']:.4f} (noise of a window mean "
+                     f"{c['noise']:.4f}): {verdict}")
+    return "\n".join(lines)

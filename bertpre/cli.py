@@ -138,9 +138,13 @@ def _run_status(args: argparse.Namespace) -> int:
 
 
 def _run_bench(args: argparse.Namespace) -> int:
-    from bertpre.bench import bench_json, bench_table, run_bench
+    from bertpre.bench import bench_json, bench_table, curve_table, run_bench, run_loss_curves
 
     config = config_from_args(BenchConfig, args)
+    if config.curve_steps:
+        report = run_loss_curves(config)
+        print(bench_json(report) if config.json else curve_table(report))
+        return 0 if all(c["within_noise"] for c in report["comparisons"].values()) else 1
     report = run_bench(config)
     print(bench_json(report) if config.json else bench_table(report))
     return 0

@@ -398,6 +398,9 @@ class PretrainConfig:
     resume: str = option("auto", "`auto`: continue from the newest complete checkpoint if any; `never`: "
                          "start fresh; or the path of a checkpoint directory.")
     compile: bool = option(False, "torch.compile the model.")
+    unpad_inputs: bool = option(False, "Skip padding outside attention: embeddings, projections, feed-forward "
+                                "and LayerNorms run on the real tokens only (same result; faster when "
+                                "batches hold padding).")
     num_workers: int = option(2, "Data-loading worker processes per device.")
     max_nonfinite_steps: int = option(20, "Consecutive non-finite steps tolerated before the run stops.")
     cpu: bool = option(False, "Train on the CPU even when a GPU is present.")
@@ -471,6 +474,8 @@ class FinetuneConfig:
     early_stopping_patience: Optional[int] = option(None, "Stop after this many epochs without a better metric.")
     seed: int = option(0, "Seed of initialisation, shuffling and dropout.")
     mixed_precision: Literal["no", "bf16", "fp16"] = option("bf16", "Mixed precision on GPU (CPU runs use fp32).")
+    unpad_inputs: bool = option(False, "Skip padding outside attention (same result; faster on batches "
+                                "padded to their longest example).")
     cpu: bool = option(False, "Train on the CPU even when a GPU is present.")
     output: str = option("runs/finetune", "Directory for the classifier (model/), metrics and logs.")
     overwrite: bool = option(False, "Replace a non-empty output directory.")
@@ -521,6 +526,11 @@ class BenchConfig:
     bf16: bool = option(True, "bf16 autocast on GPU (CPU runs are fp32).")
     compile: bool = option(False, "Also time our model under torch.compile.")
     compile_reference: bool = option(False, "Also time the reference under torch.compile.")
+    unpad: bool = option(True, "Also time our model with unpad_inputs (padding skipped outside attention).")
+    curve_steps: int = option(0, "Instead of timing: train every model this many steps from the same weights "
+                              "on the same distinct real batches (needs --data) and compare the loss curves.")
+    learning_rate: float = option(5e-4, "Peak learning rate of the loss-curve comparison (AdamW, 10% warm-up, "
+                                  "linear decay).")
     data: Optional[str] = option(None, "Prepared dataset: time real variable-length batches instead of synthetic.")
     cpu: bool = option(False, "Run on the CPU (a smoke test; no timing claims).")
     json: bool = option(False, "Print JSON instead of the table.")
@@ -533,6 +543,10 @@ class BenchConfig:
                 raise ConfigError(f"{name}: must be at least 1")
         if self.seq_length > 512:
             raise ConfigError("seq_length: BERT's position embeddings cover 512 tokens")
+        if self.curve_steps < 0:
+            raise ConfigError("curve_steps: must be 0 (timing) or a number of steps")
+        if self.curve_steps and not self.data:
+            raise ConfigError("curve_steps: the loss-curve comparison trains on real text; give --data")
 
 
 @dataclass

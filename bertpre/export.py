@@ -222,20 +222,20 @@ def read_safetensors(directory: str | Path) -> dict[str, Tensor]:
 
 
 def load_pretrained(directory: str | Path, task: str = "pretraining", num_labels: int = 2,
-                    **config_overrides: object) -> tuple[nn.Module, ImportReport]:
+                    unpad_inputs: bool = False, **config_overrides: object) -> tuple[nn.Module, ImportReport]:
     """Load any Hugging Face BERT directory into our model.
 
     ``task`` is ``"pretraining"`` (masked-LM + NSP heads) or ``"classification"`` (``num_labels``
     outputs; 1 = regression). Heads missing from the checkpoint start from BERT's initialisation
-    and are named in the report.
+    and are named in the report. ``unpad_inputs`` is the model's runtime option of that name.
     """
     if task == "classification":
         overrides = {"num_labels": num_labels, **config_overrides}
         config = read_bert_config(directory, **overrides)
-        model: nn.Module = BertForSequenceClassification(config)
+        model: nn.Module = BertForSequenceClassification(config, unpad_inputs)
     elif task == "pretraining":
         config = read_bert_config(directory, **config_overrides)
-        model = BertForPreTraining(config)
+        model = BertForPreTraining(config, unpad_inputs)
     else:
         raise ValueError(f"task must be 'pretraining' or 'classification', got {task!r}")
     converted, unused = from_hf_state_dict(read_safetensors(directory))

@@ -376,7 +376,8 @@ def finetune(config: FinetuneConfig, show_progress: bool = True) -> FinetuneSumm
     overrides: dict[str, Any] = {"problem_type": "regression" if task.regression else "single_label_classification"}
     if not task.regression:
         overrides.update(id2label=id2label, label2id={name: i for i, name in id2label.items()})
-    model, report = load_pretrained(config.model, task="classification", num_labels=num_labels, **overrides)
+    model, report = load_pretrained(config.model, task="classification", num_labels=num_labels,
+                                    unpad_inputs=config.unpad_inputs, **overrides)
     accelerator.print(f"loaded {config.model}: {report.describe()}")
     tokenizer = AutoTokenizer.from_pretrained(config.model)
     to_id = {raw: i for i, raw in enumerate(task.label_list)}

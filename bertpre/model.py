@@ -8,7 +8,10 @@ training speed:
   FlashAttention / memory-efficient kernels;
 - query, key and value are one fused ``qkv`` projection;
 - the masked-LM head can take the collator's compact form (flat indices of masked positions) and
-  then runs the vocabulary projection **only at masked positions** instead of at every token.
+  then runs the vocabulary projection **only at masked positions** instead of at every token;
+- optionally (``unpad_inputs``) padding costs nothing outside attention: embeddings, projections,
+  feed-forward and LayerNorms run on the real tokens only, packed as (tokens, hidden), and only
+  attention sees the (batch, length) layout.
 
 The configuration is a plain ``transformers.BertConfig``; the mapping to Hugging Face parameter
 names lives in ``bertpre/export.py``.
@@ -48,6 +51,34 @@ def activation(name: str):  # noqa: ANN201 - a tensor → tensor function
 
 
 # --------------------------------------------------------------------------------------------
+# Unpadding: the real tokens of a right-padded batch, packed
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Padding:
+    """Where the real tokens of a padded (batch, length) batch lie, to move between the layouts."""
+
+    keep: Tensor  # flat indices into batch × length of the non-padding tokens
+    batch: int
+    length: int
+
+    @classmethod
+    def of(cls, attention_mask: Tensor) -> "Padding":
+        """From a (batch, length) 1/0 mask."""
+        return cls(torch.nonzero(attention_mask.flatten()).flatten(), *attention_mask.shape)
+
+    def unpad(self, x: Tensor) -> Tensor:
+        """(batch, length, …) → (tokens, …)."""
+        return x.flatten(0, 1).index_select(0, self.keep)
+
+    def pad(self, x: Tensor) -> Tensor:
+        """(tokens, …) → (batch, length, …), zeros at padding."""
+        padded = x.new_zeros((self.batch * self.length, *x.shape[1:])).index_copy(0, self.keep, x)
+        return padded.view(self.batch, self.length, *x.shape[1:])
+
+
+# --------------------------------------------------------------------------------------------
 # Embeddings
 # --------------------------------------------------------------------------------------------
 
@@ -63,11 +94,14 @@ class Embeddings(nn.Module):
         self.norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
 
-    def forward(self, input_ids: Tensor, token_type_ids: Optional[Tensor] = None) -> Tensor:
-        length = input_ids.shape[1]
-        positions = torch.arange(length, device=input_ids.device)
+    def forward(self, input_ids: Tensor, token_type_ids: Optional[Tensor] = None,
+                padding: Optional[Padding] = None) -> Tensor:
+        """(batch, length, hidden), or (tokens, hidden) of the real tokens when ``padding`` is given."""
+        positions = torch.arange(input_ids.shape[1], device=input_ids.device).expand_as(input_ids)
         if token_type_ids is None:
             token_type_ids = torch.zeros_like(input_ids)
+        if padding is not None:
+            input_ids, token_type_ids, positions = (padding.unpad(t) for t in (input_ids, token_type_ids, positions))
         x = self.word(input_ids) + self.token_type(token_type_ids) + self.position(positions)
         return self.dropout(self.norm(x))
 
@@ -95,17 +129,22 @@ class EncoderLayer(nn.Module):
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
         self.act = activation(config.hidden_act)
 
-    def forward(self, x: Tensor, attention_mask: Optional[Tensor]) -> Tensor:
-        x = self.attention_norm(x + self.dropout(self.attention_out(self._attention(x, attention_mask))))
+    def forward(self, x: Tensor, attention_mask: Optional[Tensor], padding: Optional[Padding] = None) -> Tensor:
+        """``x`` is (batch, length, hidden), or (tokens, hidden) when ``padding`` says where they lie."""
+        x = self.attention_norm(x + self.dropout(self.attention_out(self._attention(x, attention_mask, padding))))
         return self.ffn_norm(x + self.dropout(self.ffn_out(self.act(self.ffn_in(x)))))
 
-    def _attention(self, x: Tensor, attention_mask: Optional[Tensor]) -> Tensor:
-        batch, length, hidden = x.shape
+    def _attention(self, x: Tensor, attention_mask: Optional[Tensor], padding: Optional[Padding]) -> Tensor:
+        qkv = self.qkv(x)
+        if padding is not None:
+            qkv = padding.pad(qkv)  # attention alone needs the (batch, length) layout
+        batch, length, _ = qkv.shape
         # (batch, length, 3, heads, head_size) → three tensors of (batch, heads, length, head_size)
-        q, k, v = self.qkv(x).view(batch, length, 3, self.num_heads, self.head_size).permute(2, 0, 3, 1, 4)
+        q, k, v = qkv.view(batch, length, 3, self.num_heads, self.head_size).permute(2, 0, 3, 1, 4)
         context = F.scaled_dot_product_attention(
             q, k, v, attn_mask=attention_mask, dropout_p=self.attention_dropout if self.training else 0.0)
-        return context.transpose(1, 2).reshape(batch, length, hidden)
+        context = context.transpose(1, 2).reshape(batch, length, self.num_heads * self.head_size)
+        return padding.unpad(context) if padding is not None else context
 
 
 # --------------------------------------------------------------------------------------------
@@ -114,10 +153,15 @@ class EncoderLayer(nn.Module):
 
 
 class BertEncoder(nn.Module):
-    """Embeddings, the stack of layers and the ``[CLS]`` pooler: BERT without heads."""
+    """Embeddings, the stack of layers and the ``[CLS]`` pooler: BERT without heads.
 
-    def __init__(self, config: BertConfig) -> None:
+    With ``unpad_inputs``, padded batches run unpadded (see ``Padding``); the result is the same
+    up to float rounding, with zeros instead of meaningless states at padding positions.
+    """
+
+    def __init__(self, config: BertConfig, unpad_inputs: bool = False) -> None:
         super().__init__()
+        self.unpad_inputs = unpad_inputs
         self.embeddings = Embeddings(config)
         self.layers = nn.ModuleList(EncoderLayer(config) for _ in range(config.num_hidden_layers))
         self.pooler = nn.Linear(config.hidden_size, config.hidden_size)
@@ -126,10 +170,11 @@ class BertEncoder(nn.Module):
                 attention_mask: Optional[Tensor] = None) -> Tensor:
         """Hidden states of the last layer, (batch, length, hidden)."""
         mask = _attention_bias(attention_mask)
-        x = self.embeddings(input_ids, token_type_ids)
+        padding = Padding.of(attention_mask) if self.unpad_inputs and attention_mask is not None else None
+        x = self.embeddings(input_ids, token_type_ids, padding)
         for layer in self.layers:
-            x = layer(x, mask)
-        return x
+            x = layer(x, mask, padding)
+        return padding.pad(x) if padding is not None else x
 
     def pool(self, hidden_states: Tensor) -> Tensor:
         """``tanh(dense(h[CLS]))``, the sentence representation of the NSP and classification heads."""
@@ -185,10 +230,10 @@ class PreTrainingOutput:
 class BertForPreTraining(nn.Module):
     """BERT with the masked-LM and next-sentence heads; the loss is their sum, as in the reference."""
 
-    def __init__(self, config: BertConfig) -> None:
+    def __init__(self, config: BertConfig, unpad_inputs: bool = False) -> None:
         super().__init__()
         self.config = config
-        self.bert = BertEncoder(config)
+        self.bert = BertEncoder(config, unpad_inputs)
         self.mlm = MaskedLMHead(config, self.bert.embeddings.word)
         self.nsp = nn.Linear(config.hidden_size, 2)
         init_bert_weights(self, config.initializer_range)
@@ -235,11 +280,11 @@ class ClassificationOutput:
 class BertForSequenceClassification(nn.Module):
     """BERT with pooler + dropout + linear on ``[CLS]``; regression (MSE) when ``num_labels == 1``."""
 
-    def __init__(self, config: BertConfig) -> None:
+    def __init__(self, config: BertConfig, unpad_inputs: bool = False) -> None:
         super().__init__()
         self.config = config
         self.num_labels = config.num_labels
-        self.bert = BertEncoder(config)
+        self.bert = BertEncoder(config, unpad_inputs)
         dropout = config.classifier_dropout if config.classifier_dropout is not None else config.hidden_dropout_prob
         self.dropout = nn.Dropout(dropout)
         self.classifier = nn.Linear(config.hidden_size, config.num_labels)

@@ -508,7 +508,7 @@ def pretrain(config: PretrainConfig, show_progress: bool = True) -> PretrainSumm
     total_steps = config.max_steps or math.ceil(config.max_tokens / (config.global_batch_size * mean_length))
     schedule_steps = config.schedule_steps or total_steps
 
-    model = BertForPreTraining(bert_config(config.model))
+    model = BertForPreTraining(bert_config(config.model), unpad_inputs=config.unpad_inputs)
     optimizer = build_optimizer(model, config, accelerator.device)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda step: learning_rate_factor(step, config.warmup_steps, schedule_steps, config.lr_schedule))

@@ -18,6 +18,7 @@ from bertpre.config import PretrainConfig
 from bertpre.data import prepare_pretraining_data
 from bertpre.export import export_checkpoint
 from bertpre.finetune import compute_metrics, finetune, glue_table, predict, read_table, run_glue
+from bertpre.model import Padding
 from bertpre.pretrain import pretrain
 
 from .conftest import REPO, shared_path
@@ -120,10 +121,15 @@ def test_sst2_fine_tunes_and_vanilla_transformers_predicts_the_same(sst2_classif
     assert [p["label"] for p in classify([r["sentence"] for r in rows[:5]])] == [o["label"] for o in ours[:5]]
 
 
-def test_mrpc_sentence_pairs_fine_tune(exported: Path, tmp_path: Path) -> None:
+def test_mrpc_sentence_pairs_fine_tune_unpadded(exported: Path, tmp_path: Path,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    unpadded_batches = []
+    of = Padding.of
+    monkeypatch.setattr(Padding, "of", classmethod(lambda cls, mask: unpadded_batches.append(1) or of(mask)))
     rows = shared_path("ci/mrpc_dev_first100.tsv")
     summary = finetune(finetune_config(exported, tmp_path / "mrpc", task="mrpc", train_file=str(rows),
-                                       eval_file=str(rows), epochs=1), show_progress=False)
+                                       eval_file=str(rows), epochs=1, unpad_inputs=True), show_progress=False)
+    assert unpadded_batches  # the switch reached the model
     assert set(summary.best_metrics) == {"accuracy", "f1"}
     hf = AutoModelForSequenceClassification.from_pretrained(tmp_path / "mrpc" / "model")
     assert hf.config.id2label == {0: "not_equivalent", 1: "equivalent"}

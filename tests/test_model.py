@@ -72,10 +72,27 @@ def assert_pretraining_parity(ours: BertForPreTraining, batch: dict) -> None:
 
 
 @pytest.mark.parametrize("padded", [False, True])
-def test_tiny_model_matches_transformers_bert_for_pretraining(padded: bool) -> None:
+@pytest.mark.parametrize("unpad_inputs", [False, True])
+def test_tiny_model_matches_transformers_bert_for_pretraining(padded: bool, unpad_inputs: bool) -> None:
     torch.manual_seed(0)
-    ours = BertForPreTraining(tiny_config(vocab_size=1000))
+    ours = BertForPreTraining(tiny_config(vocab_size=1000), unpad_inputs=unpad_inputs)
     assert_pretraining_parity(ours, random_batch(1000, padded=padded))
+
+
+def test_unpadded_training_step_gives_the_padded_paths_gradients() -> None:
+    config = tiny_config(vocab_size=1000, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+    torch.manual_seed(0)
+    padded = BertForPreTraining(config).train()
+    unpadded = BertForPreTraining(config, unpad_inputs=True).train()
+    unpadded.load_state_dict(padded.state_dict())
+    batch = random_batch(1000, batch=3, length=32, seed=4)
+    assert batch["attention_mask"].float().mean() < 0.9  # a real share of padding
+    losses = [model(**batch).loss for model in (padded, unpadded)]
+    for loss in losses:
+        loss.backward()
+    torch.testing.assert_close(losses[1], losses[0], **TOL)
+    for (name, p), q in zip(padded.named_parameters(), unpadded.parameters()):
+        torch.testing.assert_close(q.grad, p.grad, atol=1e-6, rtol=1e-5, msg=name)
 
 
 def test_compact_masked_positions_give_the_same_loss_as_dense_labels() -> None:
@@ -109,9 +126,11 @@ def test_real_pretrained_config_matches_transformers(minilm_dir: Path, padded: b
 
 
 @pytest.mark.parametrize("num_labels", [1, 3])
-def test_sequence_classification_matches_transformers(num_labels: int) -> None:
+@pytest.mark.parametrize("unpad_inputs", [False, True])
+def test_sequence_classification_matches_transformers(num_labels: int, unpad_inputs: bool) -> None:
     torch.manual_seed(0)
-    ours = BertForSequenceClassification(tiny_config(vocab_size=1000, num_labels=num_labels)).eval()
+    config = tiny_config(vocab_size=1000, num_labels=num_labels)
+    ours = BertForSequenceClassification(config, unpad_inputs=unpad_inputs).eval()
     hf = hf_twin(ours, transformers.BertForSequenceClassification)
     batch = random_batch(1000)
     labels = torch.tensor([0.5, -1.0, 2.0]) if num_labels == 1 else torch.tensor([0, 2, 1])

@@ -19,7 +19,7 @@ from safetensors.torch import load_file
 from bertpre.config import BertpreError, ConfigError, PrepareConfig, PretrainConfig, load_config
 from bertpre.data import prepare_pretraining_data
 from bertpre.pretrain import BatchPlan, Lamb, learning_rate_factor, list_checkpoints, parameter_groups, pretrain
-from bertpre.model import BertForPreTraining, bert_config
+from bertpre.model import BertForPreTraining, Padding, bert_config
 from bertpre.config import ModelConfig
 
 from .conftest import REPO, shared_path
@@ -247,6 +247,29 @@ def test_non_finite_steps_are_skipped_then_the_run_stops_with_the_last_good_chec
     assert lines[2]["skipped_steps"] == 1 and lines[1]["skipped_steps"] == 0
     weights = load_file(str(tmp_path / "nan" / "checkpoints" / "step-00000010" / "model.safetensors"))
     assert all(torch.isfinite(t).all() for t in weights.values())
+
+
+def test_unpad_inputs_trains_the_same_as_the_padded_path(wiki_data: Path, tmp_path: Path,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    unpadded_batches = []
+    of = Padding.of
+    monkeypatch.setattr(Padding, "of", classmethod(lambda cls, mask: unpadded_batches.append(1) or of(mask)))
+
+    def losses(unpad: str) -> list[float]:
+        config = load_config(PretrainConfig, None, {
+            "data": str(wiki_data), "output": str(tmp_path / unpad), "model": str(REPO / "configs" / "model" / "tiny.yaml"),
+            "model.hidden_dropout_prob": "0", "model.attention_probs_dropout_prob": "0", "unpad_inputs": unpad,
+            "global_batch_size": "16", "per_device_batch_size": "8", "max_steps": "6", "log_every": "1",
+            "eval_every": "0", "num_workers": "0"})
+        pretrain(config, show_progress=False)
+        return [m["loss"] for m in metrics(tmp_path / unpad) if "loss" in m]
+
+    padded = losses("false")
+    assert not unpadded_batches
+    unpadded = losses("true")
+    assert len(unpadded_batches) >= 12  # every micro-batch of the 6 steps ran unpadded
+    assert len(padded) == 6 and padded[-1] < padded[0]
+    assert unpadded == pytest.approx(padded, abs=1e-4)
 
 
 @pytest.mark.slow
