@@ -12,6 +12,7 @@ import difflib
 import os
 import sys
 import typing
+from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from bertpre.config import (BenchConfig, BertpreError, ExportConfig, FinetuneConfig, GlueConfig, PredictConfig, PrepareConfig,
@@ -141,12 +142,14 @@ def _run_bench(args: argparse.Namespace) -> int:
     from bertpre.bench import bench_json, bench_table, curve_table, run_bench, run_loss_curves
 
     config = config_from_args(BenchConfig, args)
-    if config.curve_steps:
-        report = run_loss_curves(config)
-        print(bench_json(report) if config.json else curve_table(report))
-        return 0 if all(c["within_noise"] for c in report["comparisons"].values()) else 1
-    report = run_bench(config)
-    print(bench_json(report) if config.json else bench_table(report))
+    report = run_loss_curves(config) if config.curve_steps else run_bench(config)
+    table = curve_table if config.curve_steps else bench_table
+    print(bench_json(report) if config.json else table(report))
+    if config.save_json:
+        Path(config.save_json).parent.mkdir(parents=True, exist_ok=True)
+        Path(config.save_json).write_text(bench_json(report) + "\n", encoding="utf-8")
+    if config.curve_steps and not all(c["within_noise"] for c in report["comparisons"].values()):
+        return 1
     return 0
 
 

@@ -534,6 +534,7 @@ class BenchConfig:
     data: Optional[str] = option(None, "Prepared dataset: time real variable-length batches instead of synthetic.")
     cpu: bool = option(False, "Run on the CPU (a smoke test; no timing claims).")
     json: bool = option(False, "Print JSON instead of the table.")
+    save_json: Optional[str] = option(None, "Also write the JSON report to this file.")
 
     def __post_init__(self) -> None:
         if self.model_size not in MODEL_SIZES:
