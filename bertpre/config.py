@@ -563,6 +563,6 @@ class QuickstartConfig:
     pretrain_steps: int = option(400, "Pretraining steps.")
     batch_size: int = option(32, "Pretraining batch (sequences per step).")
     learning_rate: float = option(2e-3, "Peak pretraining learning rate (small models like it high).")
-    finetune_epochs: int = option(4, "Epochs of classifier fine-tuning.")
+    finetune_epochs: int = option(8, "Epochs of classifier fine-tuning.")
     num_classes: int = option(6, "Classes of the derived classification task (most frequent packages or files).")
     overwrite: bool = option(True, "Replace the results of an earlier quickstart in the same directory.")
