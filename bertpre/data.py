@@ -331,7 +331,7 @@ def _read_shard_documents(sources: list[str], config_dict: dict[str, Any]) -> It
     for document in read_documents(config, sources, stats):
         # Counts travel with the rows: this generator may run in another process.
         counts = (stats.replaced_lines, stats.duplicate_lines)
-        yield {"id": document.id, "paragraphs": document.paragraphs,
+        yield {"paragraphs": document.paragraphs,
                "replaced_lines": counts[0] - reported[0], "duplicate_lines": counts[1] - reported[1]}
         reported = counts
 
@@ -370,8 +370,7 @@ def _tokenize_documents(batch: dict[str, list], tokenizer_path: str) -> dict[str
         ids = [ids for ids in encoded[position:position + len(sentences)] if ids]
         position += len(sentences)
         tokenized.append(ids)
-    return {"id": batch["id"], "text_key": [_text_key(paragraphs) for paragraphs in batch["paragraphs"]],
-            "sentences": tokenized}
+    return {"text_key": [_text_key(paragraphs) for paragraphs in batch["paragraphs"]], "sentences": tokenized}
 
 
 def _text_key(paragraphs: list[str]) -> int:
@@ -389,8 +388,7 @@ def _tokenized_documents(config: PrepareConfig, sources: list[str], staging: Pat
     read_workers = 1 if config.deduplicate else min(workers, len(sources))
     cache = str(staging / "hf-cache")
     config_dict = {k: v for k, v in vars(config).items()}
-    features = datasets.Features({"id": datasets.Value("string"),
-                                  "paragraphs": datasets.Sequence(datasets.Value("string")),
+    features = datasets.Features({"paragraphs": datasets.Sequence(datasets.Value("string")),
                                   "replaced_lines": datasets.Value("int64"),
                                   "duplicate_lines": datasets.Value("int64")})
     try:
@@ -415,7 +413,7 @@ def _tokenized_documents(config: PrepareConfig, sources: list[str], staging: Pat
     tokenized = raw.map(
         _tokenize_documents, batched=True, batch_size=64, num_proc=workers if workers > 1 else None,
         remove_columns=raw.column_names, fn_kwargs={"tokenizer_path": str(Path(config.tokenizer).resolve())},
-        features=datasets.Features({"id": datasets.Value("string"), "text_key": datasets.Value("int64"),
+        features=datasets.Features({"text_key": datasets.Value("int64"),
                                     "sentences": datasets.Sequence(datasets.Sequence(datasets.Value(id_type)))}),
         desc="tokenizing")
     tokenized = tokenized.filter(lambda batch: [len(s) > 0 for s in batch["sentences"]], batched=True,
