@@ -592,7 +592,8 @@ def pretrain(config: PretrainConfig, show_progress: bool = True) -> PretrainSumm
 def _train_step(model: nn.Module, optimizer: Any, batches: Iterator[dict], accelerator: Any,
                 accumulation: int, config: PretrainConfig) -> dict[str, float]:
     """Forward and backward over the micro-batches of one step; gradients sync on the last only."""
-    sums = {"mlm_loss": 0.0, "nsp_loss": 0.0, "mlm_correct": 0, "masked": 0, "tokens": 0, "sequences": 0}
+    sums = {"mlm_loss": 0.0, "nsp_loss": 0.0, "mlm_correct": 0, "masked": 0, "tokens": 0, "sequences": 0,
+            "slots": 0}
     finite = True
     for micro_step in range(accumulation):
         batch = {k: v.to(accelerator.device, non_blocking=True) for k, v in next(batches).items()}
@@ -611,6 +612,7 @@ def _train_step(model: nn.Module, optimizer: Any, batches: Iterator[dict], accel
         sums["mlm_correct"] += int((output.mlm_logits.detach().argmax(-1) == batch["masked_labels"]).sum())
         sums["masked"] += batch["masked_labels"].numel()
         sums["tokens"] += int(batch["attention_mask"].sum())
+        sums["slots"] += batch["attention_mask"].numel()
         sums["sequences"] += batch["input_ids"].shape[0]
     if config.max_grad_norm > 0:
         grad_norm = accelerator.clip_grad_norm_(model.parameters(), config.max_grad_norm)
@@ -673,7 +675,9 @@ def _log_metrics(accelerator: Any, state: TrainerState, step: dict[str, float], 
         "loss": step["mlm_loss"] + step["nsp_loss"], "mlm_loss": step["mlm_loss"], "nsp_loss": step["nsp_loss"],
         "mlm_accuracy": step["mlm_correct"] / max(step["masked"], 1), "learning_rate": scheduler.get_last_lr()[0],
         "grad_norm": step["grad_norm"], "tokens_per_second": tokens_per_second,
-        "sequences_per_second": sequences_per_second, "skipped_steps": state.skipped_steps,
+        "sequences_per_second": sequences_per_second,
+        # this rank's share of padding in the step: what --unpad-inputs or --bucket-by-length would save
+        "padding_fraction": 1 - step["tokens"] / max(step["slots"], 1), "skipped_steps": state.skipped_steps,
         "elapsed_seconds": state.elapsed_seconds,
     }
     if peak:

@@ -152,6 +152,7 @@ def test_mlm_loss_falls_well_below_uniform_and_matches_the_pinned_curve(uninterr
     assert curve.keys() == golden.keys()
     for step, loss in golden.items():
         assert curve[step] == pytest.approx(loss, abs=0.05), f"step {step}: {curve[step]} vs pinned {loss}"
+    assert all(0 <= m["padding_fraction"] < 0.5 for m in lines) and any(m["padding_fraction"] > 0 for m in lines)
     evaluations = [m for m in metrics(uninterrupted) if "eval_mlm_loss" in m]
     assert [m["step"] for m in evaluations] == [20, 40, 60]
     assert evaluations[-1]["eval_mlm_loss"] < uniform - 1.5  # held-out documents: harder than train
