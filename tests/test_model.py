@@ -276,10 +276,11 @@ def test_export_refuses_a_tokenizer_of_another_size(tmp_path: Path) -> None:
 
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
-def test_bf16_on_gpu_matches_fp32_reference_within_bf16_tolerance() -> None:
+@pytest.mark.parametrize("unpad_inputs", [False, True])
+def test_bf16_on_gpu_matches_fp32_reference_within_bf16_tolerance(unpad_inputs: bool) -> None:
     torch.manual_seed(0)
     config = bert_config(load_config(ModelConfig, REPO / "configs" / "model" / "base.yaml"))
-    ours = BertForPreTraining(config).cuda().eval()
+    ours = BertForPreTraining(config, unpad_inputs=unpad_inputs).cuda().eval()
     hf = hf_twin(ours, transformers.BertForPreTraining).cuda()
     batch = {k: v.cuda() for k, v in random_batch(30522, batch=3, length=128).items()}
     with torch.no_grad():
