@@ -29,7 +29,7 @@ def add_config_options(parser: argparse.ArgumentParser, cls: type, prefix: str =
         if dataclasses.is_dataclass(tp):
             parser.add_argument(f"--{prefix}{f.name}".replace("_", "-"), dest=f"cfg:{prefix}{f.name}",
                                 default=None, metavar="FILE",
-                                help=f"{f.metadata.get('help', '')} Its fields follow as --{f.name}.FIELD.")
+                                help=_literal(f"{f.metadata.get('help', '')} Its fields follow as --{f.name}.FIELD."))
             add_config_options(parser, tp, prefix=f"{prefix}{f.name}.")
             continue
         is_list = typing.get_origin(tp) is list
@@ -37,7 +37,12 @@ def add_config_options(parser: argparse.ArgumentParser, cls: type, prefix: str =
         parser.add_argument(
             f"--{prefix}{f.name}".replace("_", "-"), dest=f"cfg:{prefix}{f.name}",
             nargs="+" if is_list else None, default=None, metavar=_metavar(tp),
-            help=f"{f.metadata.get('help', '')} [default: {default}]")
+            help=_literal(f"{f.metadata.get('help', '')} [default: {default}]"))
+
+
+def _literal(text: str) -> str:
+    """Help text as argparse shows it verbatim (it %-formats help strings: "10% warm-up" would crash)."""
+    return text.replace("%", "%%")
 
 
 def _metavar(tp: Any) -> str:
@@ -61,7 +66,7 @@ def config_from_args(cls: type, args: argparse.Namespace) -> Any:
 
 def _add_command(subparsers: Any, name: str, help: str, cls: type | None,
                  run: Callable[[argparse.Namespace], int]) -> argparse.ArgumentParser:
-    parser = subparsers.add_parser(name, help=help, description=help,
+    parser = subparsers.add_parser(name, help=_literal(help), description=help,
                                    formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     if cls is not None:
         parser.add_argument("--config", metavar="FILE", help="YAML config; options below override its keys")

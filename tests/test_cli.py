@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import io
 import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
+from bertpre.cli import build_parser
 from bertpre.config import TokenizerConfig
 
 
@@ -20,6 +25,16 @@ def test_help_lists_commands_and_every_tokenizer_option() -> None:
     help_text = run_cli("tokenizer", "train", "--help").stdout
     for field in dataclasses.fields(TokenizerConfig):
         assert f"--{field.name.replace('_', '-')}" in help_text, field.name
+
+
+@pytest.mark.parametrize("command", ["prepare", "pretrain", "export", "finetune", "predict", "glue", "bench",
+                                     "status", "quickstart"])
+def test_every_command_prints_its_help(command: str) -> None:
+    parser = build_parser()
+    with pytest.raises(SystemExit) as exit_:
+        with contextlib.redirect_stdout(io.StringIO()) as shown:
+            parser.parse_args([command, "--help"])
+    assert exit_.value.code == 0 and "usage: bertpre " + command in shown.getvalue()
 
 
 def test_tokenizer_train_from_the_command_line(tmp_path: Path, wiki_10docs: Path) -> None:
