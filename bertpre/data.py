@@ -36,6 +36,9 @@ from bertpre.io import atomic_directory, check_writable_output
 
 DATA_FORMAT_VERSION = 1
 IGNORE_INDEX = -100
+# Documents held in memory between writes to disk: `datasets` defaults to 1,000 rows, which is a
+# whole corpus of book-length documents; 64 keeps memory flat whatever the document length.
+DOCUMENTS_PER_WRITE = 64
 _METADATA = "prepare.json"
 
 # --------------------------------------------------------------------------------------------
@@ -232,7 +235,7 @@ class PrepareSummary:
             f"tokens           {self.tokens:,}",
             f"IsNext ratio     {self.is_next_ratio:.3f}",
             f"padding at {self.max_seq_length:<5} {self.padding_fraction:.1%}",
-            f"wall time        {self.seconds:.1f} s with {self.workers} workers "
+            f"wall time        {self.seconds:.1f} s with {self.workers} worker{'s' if self.workers != 1 else ''} "
             f"({docs_per_second:,.0f} docs/s, {tokens_per_second:,.0f} tokens/s, "
             f"{tokens_per_second / self.workers:,.0f} tokens/s per worker)",
         ]
@@ -395,7 +398,7 @@ def _tokenized_documents(config: PrepareConfig, sources: list[str], staging: Pat
         raw = datasets.Dataset.from_generator(
             _read_shard_documents, features=features, cache_dir=cache,
             gen_kwargs={"sources": sources, "config_dict": config_dict},
-            num_proc=read_workers if read_workers > 1 else None, split="train")
+            num_proc=read_workers if read_workers > 1 else None, split="train", writer_batch_size=DOCUMENTS_PER_WRITE)
     except Exception as error:  # datasets wraps what the reader raised
         user_error = _user_error_inside(error)
         if user_error is not None:
@@ -411,7 +414,8 @@ def _tokenized_documents(config: PrepareConfig, sources: list[str], staging: Pat
     stats.duplicate_lines = int(sum(raw["duplicate_lines"]))
     warn_about_replaced_bytes(stats)
     tokenized = raw.map(
-        _tokenize_documents, batched=True, batch_size=64, num_proc=workers if workers > 1 else None,
+        _tokenize_documents, batched=True, batch_size=DOCUMENTS_PER_WRITE, writer_batch_size=DOCUMENTS_PER_WRITE,
+        num_proc=workers if workers > 1 else None,
         remove_columns=raw.column_names, fn_kwargs={"tokenizer_path": str(Path(config.tokenizer).resolve())},
         features=datasets.Features({"text_key": datasets.Value("int64"),
                                     "sentences": datasets.Sequence(datasets.Sequence(datasets.Value(id_type)))}),
