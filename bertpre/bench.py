@@ -45,15 +45,35 @@ class BenchResult:
     final_loss: float
 
 
+def _training_examples(config: BenchConfig) -> PretrainingData:
+    """The prepared training split of ``config.data``, refused when it holds less than one batch."""
+    data = PretrainingData(config.data, "train")
+    if len(data) < config.batch_size:
+        raise BertpreError(f"{config.data}: {len(data)} examples, fewer than one batch of {config.batch_size}")
+    return data
+
+
+def _environment(config: BenchConfig, device: torch.device) -> dict[str, Any]:
+    """Date, device, versions and precision: the header of every report."""
+    import transformers
+
+    return {"date": time.strftime("%Y-%m-%d"),
+            "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+            "torch": torch.__version__, "transformers": transformers.__version__,
+            "precision": "bf16 autocast" if device.type == "cuda" and config.bf16 else "fp32"}
+
+
+def _environment_line(report: dict[str, Any]) -> str:
+    return f"{report['date']}  {report['device']}  torch {report['torch']}  transformers {report['transformers']}"
+
+
 def _batches(config: BenchConfig, vocab_size: int, device: torch.device) -> tuple[list[dict[str, torch.Tensor]], str]:
     """Masked batches: synthetic fixed-length ones, or real variable-length ones from prepared data."""
     generator = torch.Generator().manual_seed(0)
     collator = MaskingCollator(vocab_size=vocab_size, mlm_probability=config.mlm_probability)
     batches = []
     if config.data:
-        data = PretrainingData(config.data, "train")
-        if len(data) < config.batch_size:
-            raise BertpreError(f"{config.data}: {len(data)} examples, fewer than one batch of {config.batch_size}")
+        data = _training_examples(config)
         order = torch.randperm(len(data), generator=generator)
         for b in range(min(8, len(data) // config.batch_size)):
             indices = order[b * config.batch_size:(b + 1) * config.batch_size]
@@ -176,8 +196,6 @@ def _release(device: torch.device) -> None:
 
 def run_bench(config: BenchConfig) -> dict[str, Any]:
     """Time our model and the reference on identical work; return the results and the setup."""
-    import transformers
-
     device = _device(config)
     model_config = ModelConfig.of_size(config.model_size)
     hf_config = bert_config(model_config)
@@ -194,19 +212,16 @@ def run_bench(config: BenchConfig) -> dict[str, Any]:
         del model, runnable
         _release(device)
     nonpad = sum(int(b["attention_mask"].sum()) for b in batches) / sum(b["attention_mask"].numel() for b in batches)
-    return {"date": time.strftime("%Y-%m-%d"),
-            "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
-            "torch": torch.__version__, "transformers": transformers.__version__,
+    return {**_environment(config, device),
             "model_size": config.model_size, "batch_size": config.batch_size, "seq_length": seq_length,
-            "mode": mode, "padding_fraction": 1 - nonpad, "precision": "bf16 autocast" if device.type == "cuda"
-            and config.bf16 else "fp32", "mflop_per_token": flops_per_token / 1e6, "peak_tflops": peak / 1e12 if peak else None,
-            "results": [asdict(r) for r in results]}
+            "mode": mode, "padding_fraction": 1 - nonpad, "mflop_per_token": flops_per_token / 1e6,
+            "peak_tflops": peak / 1e12 if peak else None, "results": [asdict(r) for r in results]}
 
 
 def bench_table(report: dict[str, Any]) -> str:
     """The benchmark as a table, with ratios against the eager sdpa reference."""
     reference = next(r for r in report["results"] if r["name"] == "hf sdpa")
-    lines = [f"{report['date']}  {report['device']}  torch {report['torch']}  transformers {report['transformers']}",
+    lines = [_environment_line(report),
              f"BERT-{report['model_size']}, batch {report['batch_size']} × {report['seq_length']} tokens, "
              f"{report['mode']}, padding {report['padding_fraction']:.1%}, {report['precision']}, "
              f"{report['mflop_per_token']:.0f} MFLOP/token",
@@ -240,9 +255,7 @@ class _CurveBatches:
     """
 
     def __init__(self, config: BenchConfig, vocab_size: int, device: torch.device) -> None:
-        self.data = PretrainingData(config.data, "train")
-        if len(self.data) < config.batch_size:
-            raise BertpreError(f"{config.data}: {len(self.data)} examples, fewer than one batch of {config.batch_size}")
+        self.data = _training_examples(config)
         self.order = np.random.default_rng(0).permutation(len(self.data))
         self.collator = MaskingCollator(vocab_size=vocab_size, mlm_probability=config.mlm_probability)
         self.batch_size, self.device = config.batch_size, device
@@ -296,8 +309,6 @@ def compare_curves(reference: list[float], other: list[float], window: int) -> d
 
 def run_loss_curves(config: BenchConfig) -> dict[str, Any]:
     """Train the reference and our variants on identical real batches; compare their loss curves."""
-    import transformers
-
     device = _device(config)
     model_config = ModelConfig.of_size(config.model_size)
     hf_config = bert_config(model_config)
@@ -312,13 +323,9 @@ def run_loss_curves(config: BenchConfig) -> dict[str, Any]:
         _release(device)
     window = max(1, min(25, config.curve_steps // 6))
     reference = curves["hf sdpa"]
-    return {"date": time.strftime("%Y-%m-%d"),
-            "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
-            "torch": torch.__version__, "transformers": transformers.__version__,
+    return {**_environment(config, device),
             "model_size": config.model_size, "batch_size": config.batch_size, "steps": config.curve_steps,
-            "learning_rate": config.learning_rate, "data": config.data,
-            "precision": "bf16 autocast" if device.type == "cuda" and config.bf16 else "fp32",
-            "curves": curves,
+            "learning_rate": config.learning_rate, "data": config.data, "curves": curves,
             "comparisons": {name: compare_curves(reference, curve, window)
                             for name, curve in curves.items() if name != "hf sdpa"}}
 
@@ -328,7 +335,7 @@ def curve_table(report: dict[str, Any]) -> str:
     names = list(report["curves"])
     first = report["comparisons"][names[1]]
     window = first["window"]
-    lines = [f"{report['date']}  {report['device']}  torch {report['torch']}  transformers {report['transformers']}",
+    lines = [_environment_line(report),
              f"BERT-{report['model_size']}, batch {report['batch_size']}, {report['steps']} steps on {report['data']}, "
              f"AdamW lr {report['learning_rate']:g}, {report['precision']}; mean loss per {window} steps",
              "",

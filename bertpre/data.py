@@ -104,8 +104,12 @@ class SentencePair:
 
 def document_rng(seed: int, dupe_pass: int, document_index: int, shard: int = 0) -> random.Random:
     """The generator for one document's choices; independent of worker count and order."""
-    digest = hashlib.blake2b(f"{seed}/{shard}/{dupe_pass}/{document_index}".encode(), digest_size=8).digest()
-    return random.Random(int.from_bytes(digest, "little"))
+    return random.Random(_hash64(f"{seed}/{shard}/{dupe_pass}/{document_index}"))
+
+
+def _hash64(text: str) -> int:
+    """A 64-bit hash of ``text``, the same in every process and on every machine (unlike ``hash``)."""
+    return int.from_bytes(hashlib.blake2b(text.encode("utf-8"), digest_size=8).digest(), "little")
 
 
 def create_next_sentence_pairs(
@@ -378,8 +382,7 @@ def _tokenize_documents(batch: dict[str, list], tokenizer_path: str) -> dict[str
 
 def _text_key(paragraphs: list[str]) -> int:
     """A hash of a document's text: where the file lies must not decide which split it lands in."""
-    digest = hashlib.blake2b("\n".join(paragraphs).encode("utf-8"), digest_size=8).digest()
-    return int.from_bytes(digest, "little") >> 1  # fits int64, which Arrow stores without fuss
+    return _hash64("\n".join(paragraphs)) >> 1  # fits int64, which Arrow stores without fuss
 
 
 def _tokenized_documents(config: PrepareConfig, sources: list[str], staging: Path, workers: int,
