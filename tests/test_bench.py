@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +20,16 @@ from bertpre.config import ModelConfig
 from .conftest import REPO, shared_path
 
 
+@pytest.fixture(scope="module")
+def wiki64(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Real variable-length pairs: short targets half the time, so batches carry padding."""
+    data = tmp_path_factory.mktemp("bench") / "wiki"
+    prepare_pretraining_data(PrepareConfig(inputs=[str(shared_path("ci/wiki_first10docs.txt"))], output=str(data),
+                                           tokenizer=str(REPO / "tokenizer"), max_seq_length=64, num_workers=1,
+                                           short_seq_prob=0.5), show_progress=False)
+    return data
+
+
 def test_bench_compares_both_models_on_the_same_work() -> None:
     report = run_bench(BenchConfig(model_size="tiny", seq_length=32, batch_size=4, steps=2, warmup_steps=1, cpu=True))
     names = [r["name"] for r in report["results"]]
@@ -34,13 +43,9 @@ def test_bench_compares_both_models_on_the_same_work() -> None:
     assert "× ref seq/s" in table and "bertpre + unpad" in table and "hf sdpa" in table
 
 
-def test_bench_on_real_variable_length_batches_measures_their_padding(tmp_path: Path) -> None:
-    data = tmp_path / "wiki"
-    prepare_pretraining_data(PrepareConfig(inputs=[str(shared_path("ci/wiki_first10docs.txt"))], output=str(data),
-                                           tokenizer=str(REPO / "tokenizer"), max_seq_length=64, num_workers=1,
-                                           short_seq_prob=0.5), show_progress=False)
+def test_bench_on_real_variable_length_batches_measures_their_padding(wiki64: Path) -> None:
     report = run_bench(BenchConfig(model_size="tiny", batch_size=8, steps=8, warmup_steps=1, cpu=True,
-                                   data=str(data)))
+                                   data=str(wiki64)))
     assert report["seq_length"] <= 64 and "real data" in report["mode"]
     assert 0.05 < report["padding_fraction"] < 0.9
     for result in report["results"]:  # 8 steps cycle once through the 8 batches the padding was measured on
@@ -49,12 +54,8 @@ def test_bench_on_real_variable_length_batches_measures_their_padding(tmp_path: 
     assert report["results"][2]["final_loss"] == pytest.approx(report["results"][1]["final_loss"], rel=0.05)
 
 
-def test_loss_curves_of_our_variants_match_the_reference_on_real_batches(tmp_path: Path) -> None:
-    data = tmp_path / "wiki"
-    prepare_pretraining_data(PrepareConfig(inputs=[str(shared_path("ci/wiki_first10docs.txt"))], output=str(data),
-                                           tokenizer=str(REPO / "tokenizer"), max_seq_length=64, num_workers=1),
-                             show_progress=False)
-    report = run_loss_curves(BenchConfig(model_size="tiny", batch_size=8, cpu=True, data=str(data),
+def test_loss_curves_of_our_variants_match_the_reference_on_real_batches(wiki64: Path) -> None:
+    report = run_loss_curves(BenchConfig(model_size="tiny", batch_size=8, cpu=True, data=str(wiki64),
                                          curve_steps=36, learning_rate=1e-3))
     assert list(report["curves"]) == ["hf sdpa", "bertpre", "bertpre + unpad"]
     reference = report["curves"]["hf sdpa"]
