@@ -22,6 +22,17 @@ def shared_path(relative: str) -> Path:
     return path
 
 
+def prepare_wiki64(output: Path, **overrides: object) -> Path:
+    """The 10 CI Wikipedia articles as 64-token pairs with the default tokenizer, prepared at ``output``."""
+    from bertpre.config import PrepareConfig
+    from bertpre.data import prepare_pretraining_data
+
+    options = {"tokenizer": str(REPO / "tokenizer"), "max_seq_length": 64, "num_workers": 1, **overrides}
+    prepare_pretraining_data(PrepareConfig(inputs=[str(shared_path("ci/wiki_first10docs.txt"))], output=str(output),
+                                           **options), show_progress=False)
+    return output
+
+
 @pytest.fixture
 def wiki_10docs() -> Path:
     """The first 10 Wikipedia articles, `= Title =` headings, one paragraph per line (485 KB)."""

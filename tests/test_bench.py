@@ -11,23 +11,18 @@ import numpy as np
 import pytest
 
 from bertpre.bench import bench_table, compare_curves, curve_table, run_bench, run_loss_curves
-from bertpre.config import BenchConfig, ConfigError, PrepareConfig
-from bertpre.data import prepare_pretraining_data
+from bertpre.config import BenchConfig, ConfigError
 from bertpre.pretrain import gpu_peak_flops, training_flops_per_token
 from bertpre.model import bert_config
 from bertpre.config import ModelConfig
 
-from .conftest import REPO, shared_path
+from .conftest import prepare_wiki64
 
 
 @pytest.fixture(scope="module")
 def wiki64(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Real variable-length pairs: short targets half the time, so batches carry padding."""
-    data = tmp_path_factory.mktemp("bench") / "wiki"
-    prepare_pretraining_data(PrepareConfig(inputs=[str(shared_path("ci/wiki_first10docs.txt"))], output=str(data),
-                                           tokenizer=str(REPO / "tokenizer"), max_seq_length=64, num_workers=1,
-                                           short_seq_prob=0.5), show_progress=False)
-    return data
+    return prepare_wiki64(tmp_path_factory.mktemp("bench") / "wiki", short_seq_prob=0.5)
 
 
 def test_bench_compares_both_models_on_the_same_work() -> None:

@@ -13,23 +13,20 @@ import pytest
 import torch
 from transformers import AutoModelForSequenceClassification, AutoTokenizer, pipeline
 
-from bertpre.config import BertpreError, ExportConfig, FinetuneConfig, PredictConfig, PrepareConfig, load_config
+from bertpre.config import BertpreError, ExportConfig, FinetuneConfig, PredictConfig, load_config
 from bertpre.config import PretrainConfig
-from bertpre.data import prepare_pretraining_data
 from bertpre.export import export_checkpoint
 from bertpre.finetune import compute_metrics, finetune, glue_table, predict, read_table, run_glue
 from bertpre.model import Padding
 from bertpre.pretrain import pretrain
 
-from .conftest import REPO, shared_path
+from .conftest import REPO, prepare_wiki64, shared_path
 
 
 @pytest.fixture(scope="module")
 def pretrained_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("ft")
-    prepare_pretraining_data(PrepareConfig(inputs=[str(shared_path("ci/wiki_first10docs.txt"))],
-                                           output=str(root / "data"), tokenizer=str(REPO / "tokenizer"),
-                                           max_seq_length=64, num_workers=1, eval_fraction=0.2), show_progress=False)
+    prepare_wiki64(root / "data", eval_fraction=0.2)
     config = load_config(PretrainConfig, None, {
         "data": str(root / "data"), "output": str(root / "run"), "model": str(REPO / "configs/model/tiny.yaml"),
         "global_batch_size": "16", "per_device_batch_size": "16", "max_steps": "30", "learning_rate": "2e-3",

@@ -16,13 +16,12 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from bertpre.config import BertpreError, ConfigError, PrepareConfig, PretrainConfig, load_config
-from bertpre.data import prepare_pretraining_data
+from bertpre.config import BertpreError, ConfigError, PretrainConfig, load_config
 from bertpre.pretrain import BatchPlan, Lamb, learning_rate_factor, list_checkpoints, parameter_groups, pretrain
 from bertpre.model import BertForPreTraining, Padding, bert_config
 from bertpre.config import ModelConfig
 
-from .conftest import REPO, shared_path
+from .conftest import REPO, prepare_wiki64
 
 ASSETS = Path(__file__).parent / "assets"
 COMMON = ["--model", str(REPO / "configs" / "model" / "tiny.yaml"), "--global-batch-size", "16",
@@ -32,11 +31,7 @@ COMMON = ["--model", str(REPO / "configs" / "model" / "tiny.yaml"), "--global-ba
 
 @pytest.fixture(scope="module")
 def wiki_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    output = tmp_path_factory.mktemp("pretrain") / "wiki64"
-    prepare_pretraining_data(PrepareConfig(inputs=[str(shared_path("ci/wiki_first10docs.txt"))], output=str(output),
-                                           tokenizer=str(REPO / "tokenizer"), max_seq_length=64, num_workers=1,
-                                           eval_fraction=0.2), show_progress=False)
-    return output
+    return prepare_wiki64(tmp_path_factory.mktemp("pretrain") / "wiki64", eval_fraction=0.2)
 
 
 def cli(*args: str) -> list[str]:
