@@ -22,11 +22,14 @@ from typing import Any, Callable, Optional
 import numpy as np
 import torch
 
-from bertpre.config import BenchConfig, BertpreError, ModelConfig
-from bertpre.data import MaskingCollator, PretrainingData
-from bertpre.export import to_hf_state_dict
+from bertpre.configs import BenchConfig, ModelConfig
+from bertpre.dataset import PretrainingData
+from bertpre.errors import BertpreError
+from bertpre.flops import gpu_peak_flops, training_flops_per_token
+from bertpre.hf_format import to_hf_state_dict
+from bertpre.masking import MaskingCollator
 from bertpre.model import BertForPreTraining, bert_config
-from bertpre.pretrain import gpu_peak_flops, learning_rate_factor, training_flops_per_token
+from bertpre.optim import learning_rate_factor
 
 Variant = tuple[str, Callable[[], torch.nn.Module], Callable, bool]  # name, build, step function, compiled
 

@@ -15,8 +15,10 @@ import typing
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from bertpre.config import (BenchConfig, BertpreError, ExportConfig, FinetuneConfig, GlueConfig, PredictConfig, PrepareConfig,
-                            PretrainConfig, QuickstartConfig, TokenizerConfig, load_config)
+from bertpre.config import is_group, load_config
+from bertpre.configs import (BenchConfig, ExportConfig, FinetuneConfig, GlueConfig, PredictConfig, PrepareConfig,
+                             PretrainConfig, QuickstartConfig, TokenizerConfig)
+from bertpre.errors import BertpreError
 
 EXIT_USER_ERROR = 2
 
@@ -26,6 +28,10 @@ def add_config_options(parser: argparse.ArgumentParser, cls: type, prefix: str =
     hints = typing.get_type_hints(cls)
     for f in dataclasses.fields(cls):
         tp = hints[f.name]
+        if is_group(f):  # grouped options keep their flat spelling (--learning-rate), under a heading
+            section = parser.add_argument_group(f"{f.name} options", f.metadata.get("help"))
+            add_config_options(section, tp, prefix=prefix)  # type: ignore[arg-type]
+            continue
         if dataclasses.is_dataclass(tp):
             parser.add_argument(f"--{prefix}{f.name}".replace("_", "-"), dest=f"cfg:{prefix}{f.name}",
                                 default=None, metavar="FILE",
@@ -85,7 +91,7 @@ def _run_tokenizer_train(args: argparse.Namespace) -> int:
 
 
 def _run_prepare(args: argparse.Namespace) -> int:
-    from bertpre.data import prepare_pretraining_data
+    from bertpre.prepare import prepare_pretraining_data
 
     summary = prepare_pretraining_data(config_from_args(PrepareConfig, args), show_progress=sys.stderr.isatty())
     print(summary.table())
@@ -115,7 +121,7 @@ def _run_finetune(args: argparse.Namespace) -> int:
 
 
 def _run_predict(args: argparse.Namespace) -> int:
-    from bertpre.finetune import predict
+    from bertpre.predict import predict
 
     metrics = predict(config_from_args(PredictConfig, args))
     for key, value in metrics.items():
@@ -124,7 +130,7 @@ def _run_predict(args: argparse.Namespace) -> int:
 
 
 def _run_glue(args: argparse.Namespace) -> int:
-    from bertpre.finetune import glue_table, run_glue
+    from bertpre.glue import glue_table, run_glue
 
     config = config_from_args(GlueConfig, args)
     rows = run_glue(config.model, config.tasks, config.data_dir, config.output, config,

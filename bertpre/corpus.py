@@ -21,7 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Iterable, Iterator
 
-from bertpre.config import BUILTIN_PYTHON_DOCS, BertpreError, CorpusConfig
+from bertpre.configs import BUILTIN_PYTHON_DOCS, CorpusConfig
+from bertpre.errors import BertpreError
 
 TEXT_SUFFIXES = {".txt", ".text", ".raw", ".md", ".rst", ".tokens"}
 JSONL_SUFFIXES = {".jsonl", ".json", ".ndjson"}

@@ -9,7 +9,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
-from bertpre.config import BertpreError
+from bertpre.errors import BertpreError
 
 
 def check_writable_output(output: Path, overwrite: bool) -> None:

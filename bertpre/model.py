@@ -14,7 +14,7 @@ training speed:
   attention sees the (batch, length) layout.
 
 The configuration is a plain ``transformers.BertConfig``; the mapping to Hugging Face parameter
-names lives in ``bertpre/export.py``.
+names lives in ``bertpre/hf_format.py``.
 """
 
 from __future__ import annotations
@@ -27,8 +27,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from transformers import BertConfig
 
-from bertpre.config import ModelConfig
-from bertpre.data import IGNORE_INDEX
+from bertpre.configs import ModelConfig
+from bertpre.masking import IGNORE_INDEX
 
 _ACTIVATIONS = {
     "gelu": lambda x: F.gelu(x),

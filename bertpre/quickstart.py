@@ -14,12 +14,15 @@ import time
 from pathlib import Path
 from typing import Any, Optional
 
-from bertpre.config import (MODEL_SIZES, BertpreError, CorpusConfig, ExportConfig, FinetuneConfig, ModelConfig,
-                            PredictConfig, PrepareConfig, PretrainConfig, QuickstartConfig, TokenizerConfig)
-from bertpre.corpus import BUILTIN_PYTHON_DOCS, read_documents
-from bertpre.data import prepare_pretraining_data
+from bertpre.config import config_from_dict
+from bertpre.configs import (BUILTIN_PYTHON_DOCS, MODEL_SIZES, CorpusConfig, ExportConfig, FinetuneConfig, ModelConfig,
+                             PredictConfig, PrepareConfig, PretrainConfig, QuickstartConfig, TokenizerConfig)
+from bertpre.corpus import read_documents
+from bertpre.errors import BertpreError
 from bertpre.export import export_checkpoint
-from bertpre.finetune import finetune, predict
+from bertpre.finetune import finetune
+from bertpre.predict import predict
+from bertpre.prepare import prepare_pretraining_data
 from bertpre.pretrain import pretrain
 from bertpre.report import write_report
 from bertpre.tokenizer import train_tokenizer
@@ -66,12 +69,12 @@ def run_quickstart(config: QuickstartConfig, show_progress: bool = True) -> dict
     _stage(3, f"pretrain: BERT-{config.model_size}, masked-LM + next-sentence")
     t = time.perf_counter()
     model = ModelConfig.of_size(config.model_size, vocab_size=tokenizer.vocab_size)
-    run = pretrain(PretrainConfig(
-        data=data.output, output=str(output / "pretrain"), model=model, global_batch_size=config.batch_size,
+    run = pretrain(config_from_dict(PretrainConfig, dict(
+        data=data.output, output=str(output / "pretrain"), model=vars(model), global_batch_size=config.batch_size,
         per_device_batch_size=min(config.batch_size, 32), learning_rate=config.learning_rate,
         warmup_steps=max(1, config.pretrain_steps // 10), max_steps=config.pretrain_steps,
         eval_every=max(1, config.pretrain_steps // 4), checkpoint_every=max(1, config.pretrain_steps // 2),
-        log_every=10, num_workers=1, resume="never", overwrite=True), show_progress=show_progress)
+        log_every=10, num_workers=1, resume="never", overwrite=True)), show_progress=show_progress)
     print(run.table())
     timed("pretrain", t)
 

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import base64
 import html
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
-from bertpre.config import BertpreError
+from bertpre.checkpoint import list_checkpoints
+from bertpre.errors import BertpreError
+from bertpre.metrics_log import METRICS_FILE, read_metrics
 
 _PANELS = [  # (title, [(metric key, label)], y-axis label)
     ("Loss", [("mlm_loss", "MLM (train)"), ("eval_mlm_loss", "MLM (eval)"), ("nsp_loss", "NSP (train)")], "loss"),
@@ -20,14 +21,6 @@ _PANELS = [  # (title, [(metric key, label)], y-axis label)
 ]
 
 
-def read_metrics(path: str | Path) -> list[dict[str, Any]]:
-    """The lines of a metrics.jsonl file."""
-    path = Path(path)
-    if not path.is_file():
-        raise BertpreError(f"{path}: no metrics file (is it a bertpre run directory?)")
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-
-
 def plot_metrics(run: str | Path) -> Path:
     """Write ``training.png`` (loss, accuracy, learning rate, throughput against steps) beside metrics.jsonl."""
     import matplotlib
@@ -36,7 +29,7 @@ def plot_metrics(run: str | Path) -> Path:
     import matplotlib.pyplot as plt
 
     run = Path(run)
-    lines = read_metrics(run / "metrics.jsonl")
+    lines = read_metrics(run / METRICS_FILE)
     figure, axes = plt.subplots(2, 2, figsize=(12, 8), constrained_layout=True)
     for axis, (title, series, ylabel) in zip(axes.flat, _PANELS):
         for key, label in series:
@@ -117,12 +110,10 @@ class RunStatus:
 
 def run_status(run: str | Path) -> RunStatus:
     """Inspect a pretraining run directory."""
-    from bertpre.pretrain import list_checkpoints
-
     run = Path(run)
     if not run.is_dir():
         raise BertpreError(f"{run}: no such run directory")
-    metrics = read_metrics(run / "metrics.jsonl") if (run / "metrics.jsonl").exists() else []
+    metrics = read_metrics(run / METRICS_FILE) if (run / METRICS_FILE).exists() else []
     train = [m for m in metrics if "mlm_loss" in m]
     evaluation = [m for m in metrics if "eval_mlm_loss" in m]
     if not metrics and not list_checkpoints(run):

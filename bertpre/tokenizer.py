@@ -17,9 +17,11 @@ from typing import Iterable
 
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
 
-from bertpre.config import SPECIAL_TOKENS, BertpreError, TokenizerConfig, save_config
+from bertpre.config import save_config
+from bertpre.configs import SPECIAL_TOKENS, TokenizerConfig
 from bertpre.corpus import (CorpusStats, Document, iter_paragraph_batches, read_documents, resolve_inputs,
                             warn_about_replaced_bytes)
+from bertpre.errors import BertpreError
 from bertpre.io import atomic_directory, check_writable_output
 
 PAD, UNK, CLS, SEP, MASK = SPECIAL_TOKENS
@@ -54,11 +56,10 @@ class TokenizerSummary:
 
 def build_wordpiece_tokenizer(config: TokenizerConfig, vocab: dict[str, int] | None = None) -> Tokenizer:
     """A tokenizer with BERT's normaliser, pre-tokeniser and decoder; untrained when ``vocab`` is None."""
-    strip_accents = config.lowercase if config.strip_accents is None else config.strip_accents
     tokenizer = Tokenizer(models.WordPiece(vocab=vocab, unk_token=UNK, continuing_subword_prefix="##",
                                            max_input_chars_per_word=100))
     tokenizer.normalizer = normalizers.BertNormalizer(
-        clean_text=True, handle_chinese_chars=True, strip_accents=strip_accents,
+        clean_text=True, handle_chinese_chars=True, strip_accents=config.accents_stripped,
         lowercase=config.lowercase)
     tokenizer.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
     tokenizer.decoder = decoders.WordPiece(prefix="##")
@@ -146,13 +147,12 @@ def save_tokenizer_files(tokenizer: Tokenizer, config: TokenizerConfig, director
     """Write the Hugging Face tokenizer files, ``vocab.txt`` and the recipe into ``directory``."""
     from transformers import PreTrainedTokenizerFast
 
-    strip_accents = config.lowercase if config.strip_accents is None else config.strip_accents
     fast = PreTrainedTokenizerFast(
         tokenizer_object=tokenizer, unk_token=UNK, sep_token=SEP, pad_token=PAD, cls_token=CLS,
         mask_token=MASK, additional_special_tokens=list(config.extra_special_tokens) or None,
         model_max_length=512, padding_side="right")
     fast.save_pretrained(str(directory))
-    _rewrite_as_bert_tokenizer_config(directory, config.lowercase, strip_accents)
+    _rewrite_as_bert_tokenizer_config(directory, config.lowercase, config.accents_stripped)
     vocab = sorted(tokenizer.get_vocab().items(), key=lambda item: item[1])
     (directory / "vocab.txt").write_text("".join(f"{token}\n" for token, _ in vocab), encoding="utf-8")
     save_config(config, directory / "bertpre_tokenizer.yaml")
@@ -165,21 +165,3 @@ def _rewrite_as_bert_tokenizer_config(directory: Path, lowercase: bool, strip_ac
     data.update(tokenizer_class="BertTokenizer", do_lower_case=lowercase, strip_accents=strip_accents,
                 tokenize_chinese_chars=True, model_max_length=512)
     path.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-
-
-def load_tokenizer(directory: str | Path):  # noqa: ANN201 - a transformers tokenizer
-    """Load a tokenizer directory with ``AutoTokenizer`` and check BERT's special tokens are present."""
-    from transformers import AutoTokenizer
-
-    directory = Path(directory)
-    if not directory.is_dir():
-        raise BertpreError(f"{directory}: tokenizer directory not found (train one with `bertpre tokenizer train`)")
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(str(directory))
-    except Exception as error:  # transformers raises many types for a broken directory
-        raise BertpreError(f"{directory}: not a loadable tokenizer ({type(error).__name__}: "
-                           f"{str(error).splitlines()[0] if str(error) else ''})") from None
-    for name in ("pad_token_id", "cls_token_id", "sep_token_id", "mask_token_id"):
-        if getattr(tokenizer, name, None) is None:
-            raise BertpreError(f"{directory}: tokenizer has no {name[:-3]}; is it a BERT WordPiece tokenizer?")
-    return tokenizer

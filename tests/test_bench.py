@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 
 from bertpre.bench import bench_table, compare_curves, curve_table, run_bench, run_loss_curves
-from bertpre.config import BenchConfig, ConfigError
-from bertpre.pretrain import gpu_peak_flops, training_flops_per_token
+from bertpre.configs import BenchConfig, ModelConfig
+from bertpre.errors import ConfigError
+from bertpre.flops import gpu_peak_flops, training_flops_per_token
 from bertpre.model import bert_config
-from bertpre.config import ModelConfig
 
 from .conftest import prepare_wiki64
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from bertpre.cli import build_parser
-from bertpre.config import TokenizerConfig
+from bertpre.configs import TokenizerConfig
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess:
@@ -57,3 +57,10 @@ def test_user_errors_are_one_line_without_traceback(tmp_path: Path) -> None:
         assert result.returncode == 2
         assert expected in result.stderr
         assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) == 1
+
+
+def test_pretrain_help_shows_grouped_options_under_headings_with_flat_spellings() -> None:
+    help_text = run_cli("pretrain", "--help").stdout
+    assert "optimization options:" in help_text and "schedule options:" in help_text
+    assert "--learning-rate" in help_text and "--max-steps" in help_text
+    assert "--optimization" not in help_text.replace("optimization options", "")

@@ -7,7 +7,9 @@ from pathlib import Path
 import pytest
 import transformers
 
-from bertpre.config import MODEL_SIZES, ConfigError, ModelConfig, TokenizerConfig, load_config
+from bertpre.config import load_config
+from bertpre.configs import MODEL_SIZES, ModelConfig, TokenizerConfig
+from bertpre.errors import ConfigError
 
 from .conftest import REPO
 
@@ -76,3 +78,37 @@ def test_invalid_yaml_and_missing_file_are_one_line(tmp_path: Path) -> None:
         load_config(TokenizerConfig, path)
     with pytest.raises(ConfigError, match="config file not found"):
         load_config(TokenizerConfig, tmp_path / "nope.yaml")
+
+
+def test_pretrain_options_are_grouped_and_accept_flat_and_grouped_spellings(tmp_path: Path) -> None:
+    from bertpre.config import save_config
+    from bertpre.configs import PretrainConfig
+
+    flat = tmp_path / "flat.yaml"
+    flat.write_text("max_steps: 10\nlearning_rate: 3.0e-4\nglobal_batch_size: 64\nlog_every: 5\n")
+    grouped = tmp_path / "grouped.yaml"
+    grouped.write_text("schedule: {max_steps: 10}\noptimization: {learning_rate: 3.0e-4}\n"
+                       "batches: {global_batch_size: 64}\nlogging: {log_every: 5}\n")
+    from_flat, from_grouped = load_config(PretrainConfig, flat), load_config(PretrainConfig, grouped)
+    assert from_flat == from_grouped
+    assert (from_flat.optimization.learning_rate, from_flat.schedule.max_steps) == (3e-4, 10)
+    assert from_flat.batches.global_batch_size == 64 and from_flat.logging.log_every == 5
+    # a flat command-line override wins over the grouped file
+    assert load_config(PretrainConfig, grouped, {"learning_rate": "1e-3"}).optimization.learning_rate == 1e-3
+    # what a run saves (grouped) loads back to the same config
+    save_config(from_flat, tmp_path / "saved.yaml")
+    assert "optimization:" in (tmp_path / "saved.yaml").read_text()
+    assert load_config(PretrainConfig, tmp_path / "saved.yaml") == from_flat
+
+
+def test_a_grouped_option_given_twice_or_misspelt_is_refused(tmp_path: Path) -> None:
+    from bertpre.configs import PretrainConfig
+
+    twice = tmp_path / "twice.yaml"
+    twice.write_text("max_steps: 10\nlearning_rate: 1.0e-3\noptimization: {learning_rate: 2.0e-3}\n")
+    with pytest.raises(ConfigError, match="learning_rate: given twice"):
+        load_config(PretrainConfig, twice)
+    typo = tmp_path / "typo.yaml"
+    typo.write_text("max_steps: 10\nlearning_rat: 1.0e-3\n")
+    with pytest.raises(ConfigError, match="did you mean 'learning_rate'"):
+        load_config(PretrainConfig, typo)

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from bertpre.config import ModelConfig, PrepareConfig, PretrainConfig, load_config
+from bertpre.config import load_config, option_names
+from bertpre.configs import ModelConfig, PrepareConfig, PretrainConfig
 
 from .conftest import REPO
 
@@ -22,18 +23,16 @@ def test_config_file_is_valid(path) -> None:
 def test_pretrain_recipes_name_their_model_size() -> None:
     config = load_config(PretrainConfig, REPO / "configs" / "pretrain" / "bert-base-phase1.yaml")
     assert (config.model.num_hidden_layers, config.model.hidden_size) == (12, 768)
-    assert config.global_batch_size % config.per_device_batch_size == 0
+    assert config.batches.global_batch_size % config.batches.per_device_batch_size == 0
 
 
 def test_readme_config_reference_lists_every_field() -> None:
-    import dataclasses
-
-    from bertpre import config as configs
-    from bertpre.config import QuickstartConfig
+    from bertpre import configs
+    from bertpre.configs import QuickstartConfig
 
     readme = (REPO / "README.md").read_text()
     for cls in (configs.TokenizerConfig, configs.PrepareConfig, configs.ModelConfig, configs.PretrainConfig,
                 configs.ExportConfig, configs.FinetuneConfig, configs.PredictConfig, configs.BenchConfig,
                 QuickstartConfig):
-        for field in dataclasses.fields(cls):
-            assert f"| `{field.name}` |" in readme, f"{cls.__name__}.{field.name} missing from README"
+        for name in option_names(cls):
+            assert f"| `{name}` |" in readme, f"{cls.__name__}.{name} missing from README"

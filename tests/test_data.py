@@ -10,12 +10,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bertpre.config import BertpreError, PrepareConfig
-from bertpre.corpus import CorpusConfig, read_documents
-from bertpre.data import (PretrainingData, create_next_sentence_pairs, document_rng, pair_to_features,
-                          prepare_pretraining_data, split_sentences)
+from bertpre.configs import CorpusConfig, PrepareConfig
+from bertpre.corpus import read_documents
+from bertpre.errors import BertpreError
+from bertpre.dataset import PretrainingData
+from bertpre.pairs import create_next_sentence_pairs, document_rng, pair_to_features
+from bertpre.prepare import prepare_pretraining_data
+from bertpre.sentences import split_sentences
 
-from .conftest import REPO, shared_path
+from .conftest import REPO, english_articles, shared_path
 
 TOKENIZER = str(REPO / "tokenizer")
 
@@ -32,7 +35,7 @@ def wiki_documents() -> list[list[list[int]]]:
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(TOKENIZER)
-    config = CorpusConfig(inputs=[str(shared_path("ci/wiki_first10docs.txt"))])
+    config = CorpusConfig(inputs=[str(english_articles())])
     documents = []
     for document in read_documents(config):
         sentences = [s for p in document.paragraphs for s in split_sentences(p)]
@@ -44,7 +47,7 @@ def wiki_documents() -> list[list[list[int]]]:
 @pytest.fixture(scope="module")
 def prepared_wiki(tmp_path_factory: pytest.TempPathFactory) -> Path:
     output = tmp_path_factory.mktemp("data") / "wiki"
-    prepare([shared_path("ci/wiki_first10docs.txt")], output, max_seq_length=64, eval_fraction=0.2)
+    prepare([english_articles()], output, max_seq_length=64, eval_fraction=0.2)
     return output
 
 
@@ -117,7 +120,7 @@ def test_single_document_is_refused() -> None:
 
 
 def test_pair_features_are_cls_a_sep_b_sep_with_token_types() -> None:
-    from bertpre.data import SentencePair
+    from bertpre.pairs import SentencePair
 
     input_ids, types = pair_to_features(SentencePair([10, 11], [12], False, 0, 0), cls_id=2, sep_id=3)
     assert input_ids == [2, 10, 11, 3, 12, 3]
@@ -164,7 +167,7 @@ def test_held_out_split_is_by_document(prepared_wiki: Path) -> None:
 
 
 def test_same_seed_gives_identical_bytes_for_any_worker_count(tmp_path: Path) -> None:
-    corpus = shared_path("ci/wiki_first10docs.txt")
+    corpus = english_articles()
     prepare([corpus], tmp_path / "one", num_workers=1, dupe_factor=2)
     prepare([corpus], tmp_path / "two", num_workers=2, dupe_factor=2)
     for split in ("train", "eval"):
@@ -178,7 +181,7 @@ def test_same_seed_gives_identical_bytes_for_any_worker_count(tmp_path: Path) ->
 
 def test_the_corpus_location_does_not_change_the_split_or_the_pairs(tmp_path: Path) -> None:
     # A cluster node or a colleague's checkout sees the corpus under another path and file name.
-    text = shared_path("ci/wiki_first10docs.txt").read_bytes()
+    text = english_articles().read_bytes()
     here, there = tmp_path / "here" / "wiki.txt", tmp_path / "elsewhere" / "deeper" / "articles.txt"
     for path in (here, there):
         path.parent.mkdir(parents=True)

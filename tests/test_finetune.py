@@ -13,10 +13,15 @@ import pytest
 import torch
 from transformers import AutoModelForSequenceClassification, AutoTokenizer, pipeline
 
-from bertpre.config import BertpreError, ExportConfig, FinetuneConfig, PredictConfig, load_config
-from bertpre.config import PretrainConfig
+from bertpre.config import load_config
+from bertpre.configs import ExportConfig, FinetuneConfig, PredictConfig, PretrainConfig
+from bertpre.errors import BertpreError
 from bertpre.export import export_checkpoint
-from bertpre.finetune import compute_metrics, finetune, glue_table, predict, read_table, run_glue
+from bertpre.finetune import finetune
+from bertpre.glue import glue_table, run_glue
+from bertpre.metrics import compute_metrics
+from bertpre.predict import predict
+from bertpre.tables import read_table
 from bertpre.model import Padding
 from bertpre.pretrain import pretrain
 

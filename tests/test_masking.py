@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 
 import pytest
 import torch
 from transformers import AutoTokenizer
 
-from bertpre.data import IGNORE_INDEX, MaskingCollator, PretrainingData, prepare_pretraining_data
-from bertpre.config import PrepareConfig
+from bertpre.configs import PrepareConfig
+from bertpre.dataset import PretrainingData
+from bertpre.masking import IGNORE_INDEX, MaskingCollator
+from bertpre.prepare import prepare_pretraining_data
 
-from .conftest import REPO, shared_path
+from .conftest import REPO, english_articles
 
 
 @pytest.fixture(scope="module")
@@ -22,7 +23,7 @@ def tokenizer():
 @pytest.fixture(scope="module")
 def examples(tmp_path_factory: pytest.TempPathFactory) -> list[dict]:
     output = tmp_path_factory.mktemp("mask") / "data"
-    config = PrepareConfig(inputs=[str(shared_path("ci/wiki_first10docs.txt"))], output=str(output),
+    config = PrepareConfig(inputs=[str(english_articles())], output=str(output),
                            tokenizer=str(REPO / "tokenizer"), num_workers=1, eval_fraction=0)
     prepare_pretraining_data(config, show_progress=False)
     data = PretrainingData(output)

@@ -16,12 +16,16 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from bertpre.config import BertpreError, ConfigError, PretrainConfig, load_config
-from bertpre.pretrain import BatchPlan, Lamb, learning_rate_factor, list_checkpoints, parameter_groups, pretrain
+from bertpre.checkpoint import list_checkpoints
+from bertpre.config import load_config
+from bertpre.configs import ModelConfig, PretrainConfig
+from bertpre.data_order import BatchPlan
+from bertpre.errors import BertpreError, ConfigError
 from bertpre.model import BertForPreTraining, Padding, bert_config
-from bertpre.config import ModelConfig
+from bertpre.optim import Lamb, learning_rate_factor, parameter_groups
+from bertpre.pretrain import pretrain
 
-from .conftest import REPO, prepare_wiki64
+from .conftest import REPO, english_articles, prepare_wiki64, uses_shared_articles
 
 ASSETS = Path(__file__).parent / "assets"
 COMMON = ["--model", str(REPO / "configs" / "model" / "tiny.yaml"), "--global-batch-size", "16",
@@ -139,6 +143,16 @@ def test_mlm_loss_falls_well_below_uniform_and_matches_the_pinned_curve(uninterr
     uniform = math.log(30522)
     assert lines[0]["mlm_loss"] > uniform - 1.0
     assert lines[-1]["mlm_loss"] < uniform - 2.0
+    assert all(0 <= m["padding_fraction"] < 0.5 for m in lines)
+    evaluations = [m for m in metrics(uninterrupted) if "eval_mlm_loss" in m]
+    assert [m["step"] for m in evaluations] == [20, 40, 60]
+    assert evaluations[-1]["eval_mlm_loss"] < uniform - 1.5  # held-out documents: harder than train
+    assert evaluations[-1]["eval_mlm_loss"] < evaluations[0]["eval_mlm_loss"]
+    assert all(0 <= m["eval_nsp_accuracy"] <= 1 and m["eval_perplexity"] > 1 for m in evaluations)
+    assert list((uninterrupted / "tensorboard").rglob("events.out.tfevents*"))
+    if not uses_shared_articles(english_articles()):
+        pytest.skip("the pinned curve is of the shared Wikipedia articles; this checkout has the built-in stand-in")
+    assert any(m["padding_fraction"] > 0 for m in lines)  # these articles' pairs are not all full-length
     curve = {str(m["step"]): round(m["mlm_loss"], 4) for m in lines}
     golden_file = ASSETS / "tiny_wiki64_mlm_loss.json"
     if os.environ.get("BERTPRE_UPDATE_GOLDEN"):
@@ -147,13 +161,6 @@ def test_mlm_loss_falls_well_below_uniform_and_matches_the_pinned_curve(uninterr
     assert curve.keys() == golden.keys()
     for step, loss in golden.items():
         assert curve[step] == pytest.approx(loss, abs=0.05), f"step {step}: {curve[step]} vs pinned {loss}"
-    assert all(0 <= m["padding_fraction"] < 0.5 for m in lines) and any(m["padding_fraction"] > 0 for m in lines)
-    evaluations = [m for m in metrics(uninterrupted) if "eval_mlm_loss" in m]
-    assert [m["step"] for m in evaluations] == [20, 40, 60]
-    assert evaluations[-1]["eval_mlm_loss"] < uniform - 1.5  # held-out documents: harder than train
-    assert evaluations[-1]["eval_mlm_loss"] < evaluations[0]["eval_mlm_loss"]
-    assert all(0 <= m["eval_nsp_accuracy"] <= 1 and m["eval_perplexity"] > 1 for m in evaluations)
-    assert list((uninterrupted / "tensorboard").rglob("events.out.tfevents*"))
 
 
 def wait_for(path: Path, process: subprocess.Popen, timeout: float = 300) -> None:
@@ -256,7 +263,7 @@ def test_unpad_inputs_trains_the_same_as_the_padded_path(wiki_data: Path, tmp_pa
             "data": str(wiki_data), "output": str(tmp_path / unpad), "model": str(REPO / "configs" / "model" / "tiny.yaml"),
             "model.hidden_dropout_prob": "0", "model.attention_probs_dropout_prob": "0", "unpad_inputs": unpad,
             "global_batch_size": "16", "per_device_batch_size": "8", "max_steps": "6", "log_every": "1",
-            "eval_every": "0", "num_workers": "0"})
+            "learning_rate": "1e-3", "warmup_steps": "1", "eval_every": "0", "num_workers": "0"})
         pretrain(config, show_progress=False)
         return [m["loss"] for m in metrics(tmp_path / unpad) if "loss" in m]
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from transformers import AutoModelForSequenceClassification, pipeline
 
-from bertpre.config import QuickstartConfig
+from bertpre.configs import QuickstartConfig
 from bertpre.quickstart import run_quickstart
 from bertpre.report import run_status
 

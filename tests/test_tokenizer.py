@@ -10,10 +10,12 @@ import pytest
 from transformers import AutoTokenizer, BertTokenizer
 from transformers.models.bert.tokenization_bert_legacy import BertTokenizerLegacy
 
-from bertpre.config import SPECIAL_TOKENS, BertpreError, ConfigError, TokenizerConfig, load_config
+from bertpre.config import load_config
+from bertpre.configs import SPECIAL_TOKENS, TokenizerConfig
+from bertpre.errors import BertpreError, ConfigError
 from bertpre.tokenizer import train_tokenizer
 
-from .conftest import REPO, shared_path
+from .conftest import REPO, english_articles, shared_path
 
 
 def train(inputs: list[Path | str], output: Path, **overrides: object):
@@ -24,7 +26,7 @@ def train(inputs: list[Path | str], output: Path, **overrides: object):
 @pytest.fixture(scope="module")
 def wiki_tokenizer(tmp_path_factory: pytest.TempPathFactory) -> Path:
     output = tmp_path_factory.mktemp("tok") / "wiki"
-    train([shared_path("ci/wiki_first10docs.txt")], output, vocab_size=2000)
+    train([english_articles()], output, vocab_size=2000)
     return output
 
 
@@ -51,7 +53,7 @@ def test_pair_encodes_as_cls_a_sep_b_sep_with_token_types(wiki_tokenizer: Path) 
 def test_vocab_txt_gives_the_classic_tokenizer_the_same_tokens(wiki_tokenizer: Path) -> None:
     fast = AutoTokenizer.from_pretrained(wiki_tokenizer)
     classic = BertTokenizerLegacy(str(wiki_tokenizer / "vocab.txt"))
-    text = shared_path("ci/wiki_first10docs.txt").read_text(encoding="utf-8").splitlines()[2:40]
+    text = english_articles().read_text(encoding="utf-8").splitlines()[2:40]
     for line in text:
         assert fast.tokenize(line) == classic.tokenize(line), line
     assert fast.convert_tokens_to_ids(["##s", "the"]) == classic.convert_tokens_to_ids(["##s", "the"])

@@ -1,4 +1,4 @@
-"""Stage 2: raw corpora → next-sentence pairs on disk; and the masking collator that training uses.
+"""Stage 2, `bertpre prepare`: raw corpora → tokenized next-sentence pairs, as sharded memory-mapped Arrow.
 
 ``prepare_pretraining_data`` runs in three passes, each spread over all cores with `datasets`
 and each written to memory-mapped Arrow files, so memory stays bounded whatever the corpus size:
@@ -8,202 +8,37 @@ and each written to memory-mapped Arrow files, so memory stays bounded whatever 
 3. create next-sentence pairs following Devlin et al.'s ``create_pretraining_data.py``.
 
 Every random choice for a document comes from a generator seeded by (seed, pass, document index),
-so the output is byte-identical for any number of worker processes.
-
-The reading side (``PretrainingData``) and the collator need only pyarrow and torch, so GPU
-machines without `datasets` can train.
+so the output is byte-identical for any number of worker processes. The output format is read by
+``bertpre/dataset.py``.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import math
 import os
-import random
-import re
 import shutil
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
 import numpy as np
 
-from bertpre.config import SPECIAL_TOKENS, BertpreError, PrepareConfig, save_config
+from bertpre.config import save_config
+from bertpre.configs import SPECIAL_TOKENS, PrepareConfig
 from bertpre.corpus import CorpusStats, read_documents, resolve_inputs, warn_about_replaced_bytes
+from bertpre.dataset import CONFIG_FILE, DATA_FORMAT_VERSION, METADATA_FILE, TOKENIZER_DIR, token_id_type
+from bertpre.errors import BertpreError
 from bertpre.io import atomic_directory, check_writable_output
+from bertpre.pairs import create_next_sentence_pairs, document_rng, pair_to_features
+from bertpre.seeding import stable_hash64
+from bertpre.sentences import split_sentences
+from bertpre.tokenizer_files import copy_tokenizer_files, load_tokenizer
 
-DATA_FORMAT_VERSION = 1
-IGNORE_INDEX = -100
 # Documents held in memory between writes to disk: `datasets` defaults to 1,000 rows, which is a
 # whole corpus of book-length documents; 64 keeps memory flat whatever the document length.
 DOCUMENTS_PER_WRITE = 64
-_METADATA = "prepare.json"
-
-# --------------------------------------------------------------------------------------------
-# Sentence segmentation
-# --------------------------------------------------------------------------------------------
-
-_ABBREVIATIONS = frozenset("""
-mr mrs ms dr prof sr jr st vs etc e.g i.e cf al no nos fig figs vol vols ch p pp ed eds inc ltd co
-corp dept univ jan feb mar apr jun jul aug sep sept oct nov dec mt ft gen col capt lt sgt cmdr adm
-rev gov sen rep pres hon messrs mme mlle approx est ca c u.s u.k u.n a.m p.m b.c a.d op ser
-""".split())
-# A sentence ends at . ! ? (optionally closed by quotes or brackets) followed by space and a
-# capital letter, digit or opening quote; abbreviations and initials are checked separately.
-_SENTENCE_BOUNDARY = re.compile(r"[.!?…]+[\"'”’)\]]*\s+(?=[\"'“‘(\[]?[A-Z0-9À-Ý])")
-
-
-def split_sentences(paragraph: str) -> list[str]:
-    """Split a paragraph into sentences with rules tuned for English prose.
-
-    Deterministic and fast (one regular expression pass). Does not split after common
-    abbreviations (``Dr.``, ``e.g.``, ``U.S.``) or single-letter initials (``J. R. R. Tolkien``).
-    """
-    sentences: list[str] = []
-    start = 0
-    for match in _SENTENCE_BOUNDARY.finditer(paragraph):
-        if _ends_with_abbreviation(paragraph[start:match.start() + 1]):
-            continue
-        sentence = paragraph[start:match.end()].strip()
-        if sentence:
-            sentences.append(sentence)
-        start = match.end()
-    tail = paragraph[start:].strip()
-    if tail:
-        sentences.append(tail)
-    return sentences
-
-
-def _ends_with_abbreviation(text: str) -> bool:
-    if not text.endswith("."):
-        return False
-    words = text[:-1].split()
-    if not words:
-        return False
-    word = words[-1].lstrip("(\"'“‘[").lower()
-    return (len(word) == 1 and word.isalpha()) or word in _ABBREVIATIONS
-
-
-# --------------------------------------------------------------------------------------------
-# Next-sentence pairs (Devlin et al., create_pretraining_data.py)
-# --------------------------------------------------------------------------------------------
-
-
-@dataclass
-class SentencePair:
-    """One pretraining example before special tokens: segment A, segment B, and where B came from."""
-
-    tokens_a: list[int]
-    tokens_b: list[int]
-    is_random_next: bool
-    document: int
-    b_document: int
-
-
-def document_rng(seed: int, dupe_pass: int, document_index: int, shard: int = 0) -> random.Random:
-    """The generator for one document's choices; independent of worker count and order."""
-    return random.Random(_hash64(f"{seed}/{shard}/{dupe_pass}/{document_index}"))
-
-
-def _hash64(text: str) -> int:
-    """A 64-bit hash of ``text``, the same in every process and on every machine (unlike ``hash``)."""
-    return int.from_bytes(hashlib.blake2b(text.encode("utf-8"), digest_size=8).digest(), "little")
-
-
-def create_next_sentence_pairs(
-    documents: Sequence[Sequence[Sequence[int]]], document_index: int, max_seq_length: int,
-    short_seq_prob: float, rng: random.Random, random_next_prob: float = 0.5,
-) -> list[SentencePair]:
-    """Cut one document into (A, B) pairs, as in BERT's reference ``create_instances_from_document``.
-
-    ``documents`` is every document of the split (random access, each a list of tokenized
-    sentences). Segment A is a random number of leading sentences of a chunk that fills a target
-    length (``max_seq_length - 3``, shorter with probability ``short_seq_prob``); with
-    probability ``random_next_prob`` segment B starts at a random sentence of a random *other*
-    document and the unused sentences are put back, otherwise B is the rest of the chunk. The pair
-    is then truncated from a randomly chosen end until it fits. One deliberate difference: a chunk
-    of a single sentence takes the following sentence as its true B, or is left out at the end of
-    the document (the reference forces a random B there, which biases IsNext below 50%).
-    """
-    if len(documents) < 2:
-        raise BertpreError("next-sentence pairs need at least two documents (random next segments come "
-                           "from other documents); add text or check document boundaries")
-    document = list(documents[document_index])
-    max_num_tokens = max_seq_length - 3
-    target_length = max_num_tokens
-    if rng.random() < short_seq_prob:
-        target_length = rng.randint(2, max_num_tokens)
-    pairs: list[SentencePair] = []
-    chunk: list[Sequence[int]] = []
-    chunk_length = 0
-    i = 0
-    while i < len(document):
-        chunk.append(document[i])
-        chunk_length += len(document[i])
-        if i == len(document) - 1 or chunk_length >= target_length:
-            is_random_next = rng.random() < random_next_prob
-            if len(chunk) == 1 and not is_random_next:
-                # The reference always pairs a lone sentence with a random B, which skews IsNext
-                # below 50%. Here its true B is the next sentence; at the end of the document
-                # there is none, and the sentence is left out rather than forced to be random.
-                if i + 1 >= len(document):
-                    break
-                i += 1
-                chunk.append(document[i])
-            a_end = 1 if len(chunk) < 2 else rng.randint(1, len(chunk) - 1)
-            tokens_a = [token for sentence in chunk[:a_end] for token in sentence]
-            if is_random_next:
-                is_random_next = True
-                b_document = _random_other_document(len(documents), document_index, rng)
-                tokens_b = _random_continuation(documents[b_document], target_length - len(tokens_a), rng)
-                i -= len(chunk) - a_end  # put the unused sentences back
-            else:
-                b_document = document_index
-                tokens_b = [token for sentence in chunk[a_end:] for token in sentence]
-            _truncate_pair(tokens_a, tokens_b, max_num_tokens, rng)
-            if tokens_a and tokens_b:
-                pairs.append(SentencePair(tokens_a, tokens_b, is_random_next, document_index, b_document))
-            chunk, chunk_length = [], 0
-        i += 1
-    return pairs
-
-
-def _random_other_document(count: int, current: int, rng: random.Random) -> int:
-    other = rng.randint(0, count - 2)
-    return other + 1 if other >= current else other
-
-
-def _random_continuation(document: Sequence[Sequence[int]], target_length: int, rng: random.Random) -> list[int]:
-    tokens: list[int] = []
-    for index in range(rng.randint(0, len(document) - 1), len(document)):
-        tokens.extend(document[index])  # sentence by sentence: a lazy document converts only these
-        if len(tokens) >= target_length:
-            break
-    return tokens
-
-
-def _truncate_pair(tokens_a: list[int], tokens_b: list[int], max_num_tokens: int, rng: random.Random) -> None:
-    while len(tokens_a) + len(tokens_b) > max_num_tokens:
-        longer = tokens_a if len(tokens_a) > len(tokens_b) else tokens_b
-        # Cutting the front sometimes as well as the back adds noise, as the reference does.
-        if rng.random() < 0.5:
-            del longer[0]
-        else:
-            longer.pop()
-
-
-def pair_to_features(pair: SentencePair, cls_id: int, sep_id: int) -> tuple[list[int], list[int]]:
-    """``[CLS] A [SEP] B [SEP]`` token ids and their token types ``0…0 1…1``."""
-    input_ids = [cls_id, *pair.tokens_a, sep_id, *pair.tokens_b, sep_id]
-    token_type_ids = [0] * (len(pair.tokens_a) + 2) + [1] * (len(pair.tokens_b) + 1)
-    return input_ids, token_type_ids
-
-
-# --------------------------------------------------------------------------------------------
-# prepare: corpus → sharded Arrow dataset
-# --------------------------------------------------------------------------------------------
 
 
 @dataclass
@@ -292,8 +127,6 @@ def prepare_pretraining_data(config: PrepareConfig, show_progress: bool = True) 
 
 
 def _check_tokenizer(config: PrepareConfig) -> dict[str, Any]:
-    from bertpre.tokenizer import load_tokenizer
-
     tokenizer = load_tokenizer(config.tokenizer)
     vocab = tokenizer.get_vocab()
     vocab_txt = Path(config.tokenizer) / "vocab.txt"
@@ -328,7 +161,7 @@ def _sources_of_this_shard(config: PrepareConfig) -> list[str]:
     return sources[index::count]
 
 
-# ---- pass 1: documents → tokenized sentences ------------------------------------------------
+# ---- pass 1: documents → tokenized sentences -------------------------------------------------
 
 
 def _read_shard_documents(sources: list[str], config_dict: dict[str, Any]) -> Iterator[dict[str, Any]]:
@@ -382,14 +215,14 @@ def _tokenize_documents(batch: dict[str, list], tokenizer_path: str) -> dict[str
 
 def _text_key(paragraphs: list[str]) -> int:
     """A hash of a document's text: where the file lies must not decide which split it lands in."""
-    return _hash64("\n".join(paragraphs)) >> 1  # fits int64, which Arrow stores without fuss
+    return stable_hash64("\n".join(paragraphs)) >> 1  # fits int64, which Arrow stores without fuss
 
 
 def _tokenized_documents(config: PrepareConfig, sources: list[str], staging: Path, workers: int,
                          stats: CorpusStats, vocab_size: int):  # noqa: ANN202 - datasets.Dataset
     import datasets
 
-    id_type = "uint16" if vocab_size <= 65536 else "int32"
+    id_type = token_id_type(vocab_size)
     # Reading runs in parallel over files; global de-duplication needs one reader to stay exact.
     read_workers = 1 if config.deduplicate else min(workers, len(sources))
     cache = str(staging / "hf-cache")
@@ -430,7 +263,7 @@ def _tokenized_documents(config: PrepareConfig, sources: list[str], staging: Pat
     return datasets.load_from_disk(str(staging / "documents"))
 
 
-# ---- pass 2: hold out whole documents -------------------------------------------------------
+# ---- pass 2: hold out whole documents --------------------------------------------------------
 
 
 def _split_documents(documents, eval_fraction: float, staging: Path):  # noqa: ANN001, ANN202
@@ -456,7 +289,7 @@ def _split_documents(documents, eval_fraction: float, staging: Path):  # noqa: A
     return datasets.load_from_disk(str(staging / "train-docs")), datasets.load_from_disk(str(staging / "eval-docs"))
 
 
-# ---- pass 3: pairs --------------------------------------------------------------------------
+# ---- pass 3: pairs ---------------------------------------------------------------------------
 
 
 class _LazyDocument(Sequence):
@@ -511,7 +344,7 @@ def _create_pairs(documents, config: PrepareConfig, tokenizer_info: dict[str, An
         raise BertpreError(f"{', '.join(config.inputs)}: only {len(documents)} document in the {split} split; "
                            "next-sentence pairs need at least two (random next segments come from other "
                            "documents); add text or check --document-boundary")
-    id_type = "uint16" if tokenizer_info["vocab_size"] <= 65536 else "int32"
+    id_type = token_id_type(tokenizer_info["vocab_size"])
     shard_index, _ = config.shard_index_and_count()
     options = {"dupe_factor": config.dupe_factor, "seed": config.seed, "max_seq_length": config.max_seq_length,
                "short_seq_prob": config.short_seq_prob, "random_next_prob": config.random_next_prob,
@@ -536,7 +369,7 @@ def _create_pairs(documents, config: PrepareConfig, tokenizer_info: dict[str, An
     return datasets.load_from_disk(str(path))
 
 
-# ---- summary and metadata -------------------------------------------------------------------
+# ---- summary and metadata --------------------------------------------------------------------
 
 
 def _length_histogram(lengths: np.ndarray, max_seq_length: int) -> dict[str, int]:
@@ -573,207 +406,7 @@ def _write_metadata(directory: Path, config: PrepareConfig, tokenizer_info: dict
                     summary: PrepareSummary) -> None:
     metadata = {"format_version": DATA_FORMAT_VERSION, "max_seq_length": config.max_seq_length,
                 "tokenizer": tokenizer_info, "shard": config.shard, "summary": vars(summary)}
-    (directory / _METADATA).write_text(json.dumps(metadata, indent=2) + "\n", encoding="utf-8")
-    save_config(config, directory / "prepare.yaml")
-    tokenizer_copy = directory / "tokenizer"
-    tokenizer_copy.mkdir()
-    for name in ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json"):
-        source = Path(config.tokenizer) / name
-        if source.exists():
-            shutil.copy2(source, tokenizer_copy / name)
-
-
-# --------------------------------------------------------------------------------------------
-# Reading prepared data for training (pyarrow only)
-# --------------------------------------------------------------------------------------------
-
-
-class PretrainingData:
-    """Prepared pairs of one split, memory-mapped from every shard under a `prepare` output.
-
-    ``path`` is one `bertpre prepare` output, or a directory of several (from ``--shard i/N``
-    runs); they are read as one dataset, in sorted order.
-    """
-
-    def __init__(self, path: str | Path, split: str = "train") -> None:
-        self.path = Path(path)
-        self.split = split
-        self.metadata = read_data_metadata(self.path)
-        self._open()
-
-    def __getstate__(self) -> dict[str, Any]:
-        # Data-loading workers reopen the memory map instead of receiving a pickled copy of the data.
-        return {"path": self.path, "split": self.split, "metadata": self.metadata}
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__dict__.update(state)
-        self._open()
-
-    def _open(self) -> None:
-        import pyarrow as pa
-
-        split = self.split
-        tables = []
-        for root in self.metadata["roots"]:
-            split_dir = Path(root) / split
-            files = sorted(split_dir.glob("data-*.arrow"))
-            if not files:
-                raise BertpreError(f"{split_dir}: no prepared {split} data (run `bertpre prepare`)")
-            for file in files:
-                with pa.memory_map(str(file)) as source:
-                    tables.append(pa.ipc.open_stream(source).read_all())
-        self.table = pa.concat_tables(tables).combine_chunks() if len(tables) > 1 else tables[0]
-        self._offsets, self._values = _list_buffers(self.table.column("input_ids"))
-        self._type_offsets, self._type_values = _list_buffers(self.table.column("token_type_ids"))
-        self._nsp = self.table.column("next_sentence_label").to_numpy()
-
-    @property
-    def max_seq_length(self) -> int:
-        """The length the pairs were prepared for."""
-        return int(self.metadata["max_seq_length"])
-
-    def __len__(self) -> int:
-        return self.table.num_rows
-
-    def lengths(self) -> np.ndarray:
-        """Length of every example (tokens including specials)."""
-        return np.diff(self._offsets)
-
-    def example(self, index: int) -> dict[str, np.ndarray]:
-        """One example as numpy arrays: ``input_ids``, ``token_type_ids``, ``next_sentence_label``."""
-        start, end = self._offsets[index], self._offsets[index + 1]
-        type_start = self._type_offsets[index]
-        return {"input_ids": self._values[start:end],
-                "token_type_ids": self._type_values[type_start:type_start + end - start],
-                "next_sentence_label": self._nsp[index]}
-
-
-def _list_buffers(column) -> tuple[np.ndarray, np.ndarray]:  # noqa: ANN001
-    array = column.combine_chunks() if hasattr(column, "combine_chunks") else column
-    offsets = array.offsets.to_numpy()
-    values = array.values.to_numpy()
-    return offsets, values
-
-
-def read_data_metadata(path: str | Path) -> dict[str, Any]:
-    """Metadata of a prepared dataset (or of several shards under one directory), checked to agree."""
-    path = Path(path)
-    if (path / _METADATA).exists():
-        roots = [path]
-    else:
-        roots = sorted(p.parent for p in path.glob(f"*/{_METADATA}"))
-    if not roots:
-        raise BertpreError(f"{path}: not a prepared dataset (no {_METADATA}); run `bertpre prepare` first")
-    metas = [json.loads((root / _METADATA).read_text(encoding="utf-8")) for root in roots]
-    first = metas[0]
-    for root, meta in zip(roots[1:], metas[1:]):
-        if meta["tokenizer"]["vocab_sha256"] != first["tokenizer"]["vocab_sha256"]:
-            raise BertpreError(f"{root}: prepared with a different tokenizer than {roots[0]}")
-        if meta["max_seq_length"] != first["max_seq_length"]:
-            raise BertpreError(f"{root}: max_seq_length {meta['max_seq_length']} differs from "
-                               f"{first['max_seq_length']} in {roots[0]}")
-    return {**first, "roots": [str(r) for r in roots]}
-
-
-# --------------------------------------------------------------------------------------------
-# Masking
-# --------------------------------------------------------------------------------------------
-
-
-@dataclass
-class MaskingCollator:
-    """Pads examples into a batch and masks it for MLM: dynamic, seeded, optionally whole-word.
-
-    Of the non-special tokens, ``mlm_probability`` are chosen (per word with ``whole_word``); of
-    those 80% become ``[MASK]``, 10% a random token, 10% stay. The batch holds the dense
-    ``labels`` (-100 where nothing is predicted) and the compact form: ``masked_positions``
-    (flat indices into batch × sequence) and ``masked_labels``. Sequences are padded to the
-    longest in the batch, rounded up to ``pad_to_multiple_of``.
-    """
-
-    vocab_size: int
-    mask_token_id: int = 4
-    pad_token_id: int = 0
-    num_special_tokens: int = len(SPECIAL_TOKENS)
-    mlm_probability: float = 0.15
-    whole_word: bool = False
-    pad_to_multiple_of: int = 8
-    continuation: Any = field(default=None, repr=False)  # bool tensor: vocab id → starts with "##"
-
-    @classmethod
-    def from_tokenizer(cls, tokenizer, **kwargs: Any) -> "MaskingCollator":  # noqa: ANN001
-        """Ids and the ``##`` continuation table from a BERT tokenizer."""
-        import torch
-
-        vocab = tokenizer.get_vocab()
-        continuation = torch.zeros(len(tokenizer), dtype=torch.bool)
-        for token, index in vocab.items():
-            if token.startswith("##") and index < len(continuation):
-                continuation[index] = True
-        specials = max(tokenizer.all_special_ids) + 1
-        return cls(vocab_size=len(tokenizer), mask_token_id=tokenizer.mask_token_id,
-                   pad_token_id=tokenizer.pad_token_id, num_special_tokens=specials,
-                   continuation=continuation, **kwargs)
-
-    def __call__(self, examples: Sequence[dict[str, Any]], generator: Any = None) -> dict[str, Any]:
-        """Pad and mask ``examples`` with ``generator`` (a seeded ``torch.Generator``)."""
-        batch = self.pad(examples)
-        batch.update(self.mask(batch["input_ids"], generator))
-        return batch
-
-    def pad(self, examples: Sequence[dict[str, Any]]) -> dict[str, Any]:
-        """Stack examples into right-padded tensors (no masking)."""
-        import torch
-
-        longest = max(len(e["input_ids"]) for e in examples)
-        length = int(math.ceil(longest / self.pad_to_multiple_of) * self.pad_to_multiple_of)
-        input_ids = torch.full((len(examples), length), self.pad_token_id, dtype=torch.long)
-        token_type_ids = torch.zeros((len(examples), length), dtype=torch.long)
-        attention_mask = torch.zeros((len(examples), length), dtype=torch.long)
-        for row, example in enumerate(examples):
-            n = len(example["input_ids"])
-            input_ids[row, :n] = torch.as_tensor(np.asarray(example["input_ids"], dtype=np.int64))
-            token_type_ids[row, :n] = torch.as_tensor(np.asarray(example["token_type_ids"], dtype=np.int64))
-            attention_mask[row, :n] = 1
-        labels = torch.as_tensor([int(e["next_sentence_label"]) for e in examples], dtype=torch.long)
-        return {"input_ids": input_ids, "token_type_ids": token_type_ids,
-                "attention_mask": attention_mask, "next_sentence_label": labels}
-
-    def mask(self, input_ids: Any, generator: Any = None) -> dict[str, Any]:
-        """Choose and corrupt positions of ``input_ids`` (changed in place); return the labels."""
-        import torch
-
-        original = input_ids.clone()
-        candidates = input_ids >= self.num_special_tokens
-        if self.whole_word:
-            chosen = self._choose_whole_words(input_ids, candidates, generator)
-        else:
-            draws = torch.rand(input_ids.shape, generator=generator)
-            chosen = candidates & (draws < self.mlm_probability)
-        action = torch.rand(input_ids.shape, generator=generator)
-        random_tokens = torch.randint(self.num_special_tokens, self.vocab_size, input_ids.shape, generator=generator)
-        replace_with_mask = chosen & (action < 0.8)
-        replace_with_random = chosen & (action >= 0.8) & (action < 0.9)
-        input_ids[replace_with_mask] = self.mask_token_id
-        input_ids[replace_with_random] = random_tokens[replace_with_random]
-        labels = torch.where(chosen, original, torch.full_like(original, IGNORE_INDEX))
-        masked_positions = torch.nonzero(chosen.flatten(), as_tuple=False).flatten()
-        return {"labels": labels, "masked_positions": masked_positions,
-                "masked_labels": original.flatten()[masked_positions]}
-
-    def _choose_whole_words(self, input_ids: Any, candidates: Any, generator: Any) -> Any:
-        import torch
-
-        if self.continuation is None:
-            raise BertpreError("whole-word masking needs the tokenizer's vocabulary; build the collator "
-                               "with MaskingCollator.from_tokenizer")
-        is_continuation = self.continuation[input_ids.clamp(max=len(self.continuation) - 1)] & candidates
-        follows_candidate = torch.zeros_like(candidates)
-        follows_candidate[:, 1:] = candidates[:, :-1]
-        # A "##" piece right after [SEP] or at a truncated start begins its own word.
-        word_start = candidates & (~is_continuation | ~follows_candidate)
-        # A word id per token: the running count of word starts; continuation pieces share it.
-        word_ids = torch.cumsum(word_start.long().flatten(), 0).view_as(input_ids)
-        word_draws = torch.rand(int(word_ids.max().item()) + 1, generator=generator)
-        chosen_words = word_draws < self.mlm_probability
-        return candidates & chosen_words[word_ids] & (word_ids > 0)
+    (directory / METADATA_FILE).write_text(json.dumps(metadata, indent=2) + "\n", encoding="utf-8")
+    save_config(config, directory / CONFIG_FILE)
+    (directory / TOKENIZER_DIR).mkdir()
+    copy_tokenizer_files(config.tokenizer, directory / TOKENIZER_DIR)

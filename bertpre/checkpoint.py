@@ -1,0 +1,202 @@
+"""The pretraining run directory's checkpoint format: state, list, save, load, resolve.
+
+A run directory holds ``pretrain.yaml``, ``metrics.jsonl`` and ``checkpoints/step-NNNNNNNN/``; each
+checkpoint holds the model weights (safetensors, the tied decoder stored once), ``config.json``,
+the optimizer, scheduler and (fp16) scaler states, each rank's RNG state, the run's config, and
+last ``trainer_state.json``: a directory without it is never taken for a checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import re
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from bertpre.config import save_config
+from bertpre.errors import BertpreError
+from bertpre.hf_format import TIED_KEY
+
+if TYPE_CHECKING:
+    from bertpre.configs import PretrainConfig
+
+CHECKPOINTS_DIR = "checkpoints"
+CHECKPOINT_PATTERN = re.compile(r"^step-(\d{8})$")
+RUN_CONFIG_FILE = "pretrain.yaml"
+STATE_FILE = "trainer_state.json"
+WEIGHTS_FILE = "model.safetensors"
+MODEL_CONFIG_FILE = "config.json"
+OPTIMIZER_FILE = "optimizer.pt"
+SCHEDULER_FILE = "scheduler.pt"
+SCALER_FILE = "scaler.pt"
+
+
+def checkpoint_name(step: int) -> str:
+    """The directory name of the checkpoint at ``step``."""
+    return f"step-{step:08d}"
+
+
+def _rank_file(stem: str, rank: int) -> str:
+    return f"{stem}-rank{rank}.pt"
+
+
+@dataclass
+class TrainerState:
+    """Counters that make a resumed run continue exactly where the saved one stopped."""
+
+    step: int = 0
+    tokens_seen: int = 0
+    sequences_seen: int = 0
+    skipped_steps: int = 0
+    consecutive_nonfinite: int = 0
+    elapsed_seconds: float = 0.0
+    last_eval: dict[str, float] = field(default_factory=dict)
+    rank_checksums: list[float] = field(default_factory=list)
+
+
+def read_trainer_state(checkpoint: Path) -> TrainerState:
+    """The counters saved in a checkpoint."""
+    return TrainerState(**json.loads((checkpoint / STATE_FILE).read_text(encoding="utf-8")))
+
+
+def is_complete(checkpoint: Path) -> bool:
+    """Whether a directory is a complete checkpoint (its state file is written last)."""
+    return (checkpoint / STATE_FILE).exists()
+
+
+def list_checkpoints(output: str | Path) -> list[Path]:
+    """Complete checkpoints of a run, oldest first."""
+    directory = Path(output) / CHECKPOINTS_DIR
+    if not directory.is_dir():
+        return []
+    found = [p for p in directory.iterdir() if p.is_dir() and CHECKPOINT_PATTERN.match(p.name) and is_complete(p)]
+    return sorted(found, key=lambda p: p.name)
+
+
+def resolve_checkpoint(path: str | Path, step: str = "latest") -> Path:
+    """A checkpoint directory from a run directory (``latest`` or a step) or a checkpoint itself."""
+    path = Path(path)
+    if is_complete(path):
+        return path
+    checkpoints = list_checkpoints(path)
+    if not checkpoints:
+        raise BertpreError(f"{path}: no complete checkpoint (expected {path}/{CHECKPOINTS_DIR}/step-NNNNNNNN)")
+    if step == "latest":
+        return checkpoints[-1]
+    wanted = [c for c in checkpoints if int(c.name[5:]) == int(step)]
+    if not wanted:
+        steps = ", ".join(str(int(c.name[5:])) for c in checkpoints)
+        raise BertpreError(f"{path}: no checkpoint at step {step} (available: {steps})")
+    return wanted[0]
+
+
+def load_model_weights(checkpoint: Path, model: nn.Module) -> None:
+    """Load a checkpoint's weights into ``model``, refusing weights that do not fit its config."""
+    from safetensors.torch import load_file
+
+    missing, unexpected = model.load_state_dict(load_file(str(checkpoint / WEIGHTS_FILE)), strict=False)
+    if unexpected or set(missing) - {TIED_KEY}:
+        raise BertpreError(f"{checkpoint}: weights do not fit the model config (missing {missing[:3]}, "
+                           f"unexpected {unexpected[:3]}); use the config it was saved with")
+
+
+def _rank_checksums(accelerator: Any, model: nn.Module) -> list[float]:
+    """A checksum of the weights on every process; data parallelism keeps them equal."""
+    with torch.no_grad():
+        local = torch.stack([p.detach().double().sum() for p in accelerator.unwrap_model(model).parameters()]).sum()
+    return [float(x) for x in accelerator.gather(local.reshape(1).to(accelerator.device))]
+
+
+def _shards_optimizer(accelerator: Any) -> bool:
+    from accelerate.utils import DistributedType
+
+    return accelerator.distributed_type == DistributedType.FSDP
+
+
+def _rng_state() -> dict[str, Any]:
+    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict[str, Any]) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def save_checkpoint(accelerator: Any, model: nn.Module, optimizer: Any, scheduler: Any,
+                    state: TrainerState, config: "PretrainConfig") -> Path:
+    """Write a complete checkpoint atomically (temporary directory, then rename); keep the newest K."""
+    from safetensors.torch import save_file
+
+    checkpoints = Path(config.output) / CHECKPOINTS_DIR
+    final = checkpoints / checkpoint_name(state.step)
+    staging = checkpoints / f".{checkpoint_name(state.step)}.partial"
+    if accelerator.is_main_process:
+        shutil.rmtree(staging, ignore_errors=True)
+        staging.mkdir(parents=True)
+    accelerator.wait_for_everyone()
+    state.rank_checksums = _rank_checksums(accelerator, model)
+    if len(set(state.rank_checksums)) > 1:
+        raise BertpreError(f"step {state.step}: processes hold different weights {state.rank_checksums}; "
+                           "data-parallel synchronisation failed")
+    torch.save(_rng_state(), staging / _rank_file("rng", accelerator.process_index))
+    if _shards_optimizer(accelerator):  # each rank holds only its shard of the optimizer state
+        torch.save(optimizer.state_dict(), staging / _rank_file("optimizer", accelerator.process_index))
+    full_state = accelerator.get_state_dict(model)  # every rank takes part (FSDP gathers shards here)
+    if accelerator.is_main_process:
+        unwrapped = accelerator.unwrap_model(model)
+        weights = {k: v.detach().cpu().contiguous() for k, v in full_state.items()
+                   if k != TIED_KEY}
+        save_file(weights, str(staging / WEIGHTS_FILE), metadata={"format": "pt"})
+        if not _shards_optimizer(accelerator):
+            torch.save(optimizer.state_dict(), staging / OPTIMIZER_FILE)
+        torch.save(scheduler.state_dict(), staging / SCHEDULER_FILE)
+        if accelerator.scaler is not None:
+            torch.save(accelerator.scaler.state_dict(), staging / SCALER_FILE)
+        unwrapped.config.to_json_file(str(staging / MODEL_CONFIG_FILE))
+        save_config(config, staging / RUN_CONFIG_FILE)
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        # The state file goes last: a directory without it is never taken for a checkpoint.
+        (staging / STATE_FILE).write_text(json.dumps(vars(state), indent=2), encoding="utf-8")
+        if final.exists():
+            shutil.rmtree(final)
+        os.replace(staging, final)
+        for old in list_checkpoints(config.output)[:-config.checkpointing.keep_checkpoints]:
+            shutil.rmtree(old, ignore_errors=True)
+    accelerator.wait_for_everyone()
+    return final
+
+
+def load_checkpoint(path: Path, accelerator: Any, model: nn.Module, optimizer: Any, scheduler: Any) -> TrainerState:
+    """Restore model, optimizer, scheduler, scaler, this rank's RNG and the counters from ``path``."""
+    if not is_complete(path):
+        raise BertpreError(f"{path}: not a complete checkpoint (no {STATE_FILE})")
+    load_model_weights(path, accelerator.unwrap_model(model))
+    optimizer_file = (path / _rank_file("optimizer", accelerator.process_index) if _shards_optimizer(accelerator)
+                      else path / OPTIMIZER_FILE)
+    if not optimizer_file.exists():
+        raise BertpreError(f"{path}: no {optimizer_file.name}; resume with the parallelism it was saved with")
+    optimizer.load_state_dict(torch.load(optimizer_file, weights_only=True, map_location="cpu"))
+    scheduler.load_state_dict(torch.load(path / SCHEDULER_FILE, weights_only=True))
+    if accelerator.scaler is not None and (path / SCALER_FILE).exists():
+        accelerator.scaler.load_state_dict(torch.load(path / SCALER_FILE, weights_only=True))
+    rng_file = path / _rank_file("rng", accelerator.process_index)
+    if not rng_file.exists():
+        raise BertpreError(f"{path}: saved with fewer processes (no {rng_file.name}); an exact resume needs "
+                           "the same number of processes")
+    _set_rng_state(torch.load(rng_file, weights_only=False))
+    return read_trainer_state(path)

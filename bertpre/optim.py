@@ -1,0 +1,88 @@
+"""Optimisation: BERT's weight-decay groups, AdamW or LAMB, and the learning-rate schedule."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+from torch import nn
+
+
+class Lamb(torch.optim.Optimizer):
+    """LAMB (You et al., 2019), the large-batch optimizer of NVIDIA's BERT recipe.
+
+    Adam moments with bias correction, decoupled weight decay inside the update, then a per-tensor
+    trust ratio ``‖w‖ / ‖update‖`` (1 where either norm is zero) scales the learning rate.
+    """
+
+    def __init__(self, params: Any, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999),
+                 eps: float = 1e-6, weight_decay: float = 0.0) -> None:
+        super().__init__(params, dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay))
+
+    @torch.no_grad()
+    def step(self, closure: Any = None) -> Any:  # noqa: D102 - torch.optim.Optimizer.step
+        loss = closure() if closure is not None else None
+        for group in self.param_groups:
+            beta1, beta2 = group["betas"]
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                state = self.state[p]
+                if not state:
+                    state["step"] = torch.zeros((), dtype=torch.float32)
+                    state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+                    state["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+                state["step"] += 1
+                step = state["step"].item()
+                exp_avg, exp_avg_sq = state["exp_avg"], state["exp_avg_sq"]
+                exp_avg.mul_(beta1).add_(p.grad, alpha=1 - beta1)
+                exp_avg_sq.mul_(beta2).addcmul_(p.grad, p.grad, value=1 - beta2)
+                update = (exp_avg / (1 - beta1 ** step)) / ((exp_avg_sq / (1 - beta2 ** step)).sqrt() + group["eps"])
+                if group["weight_decay"]:
+                    update.add_(p, alpha=group["weight_decay"])
+                weight_norm, update_norm = p.norm(), update.norm()
+                trust = torch.where((weight_norm > 0) & (update_norm > 0), weight_norm / update_norm,
+                                    torch.ones_like(weight_norm))
+                p.add_(update * trust, alpha=-group["lr"])
+        return loss
+
+
+def parameter_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
+    """Two groups: weight decay on matrices, none on biases and LayerNorm (BERT's rule)."""
+    decay, no_decay = [], []
+    for name, parameter in model.named_parameters():
+        if not parameter.requires_grad:
+            continue
+        (no_decay if parameter.ndim < 2 or "norm" in name else decay).append(parameter)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def build_optimizer(model: nn.Module, name: str, learning_rate: float, weight_decay: float,
+                    betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-6,
+                    device: torch.device | None = None) -> torch.optim.Optimizer:
+    """AdamW (fused on CUDA) or LAMB with BERT's weight-decay groups."""
+    groups = parameter_groups(model, weight_decay)
+    if name == "lamb":
+        return Lamb(groups, lr=learning_rate, betas=betas, eps=eps)
+    return torch.optim.AdamW(groups, lr=learning_rate, betas=betas, eps=eps,
+                             fused=device is not None and device.type == "cuda")
+
+
+def learning_rate_factor(step: int, warmup_steps: int, total_steps: int, schedule: str) -> float:
+    """Multiplier of the peak learning rate at ``step``: linear warm-up, then the chosen decay."""
+    if step < warmup_steps:
+        return (step + 1) / warmup_steps
+    if schedule == "constant":
+        return 1.0
+    progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
+    if schedule == "cosine":
+        return 0.5 * (1.0 + math.cos(math.pi * progress))
+    return max(0.0, 1.0 - progress)
+
+
+def build_scheduler(optimizer: torch.optim.Optimizer, warmup_steps: int, total_steps: int,
+                    schedule: str = "linear") -> torch.optim.lr_scheduler.LambdaLR:
+    """A per-step scheduler: linear warm-up over ``warmup_steps``, then ``schedule`` to ``total_steps``."""
+    return torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda step: learning_rate_factor(step, warmup_steps, total_steps, schedule))

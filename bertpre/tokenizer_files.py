@@ -1,0 +1,35 @@
+"""A tokenizer directory: the Hugging Face files it holds, loading it, copying it beside data and models."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+from bertpre.errors import BertpreError
+
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json")
+
+
+def load_tokenizer(directory: str | Path):  # noqa: ANN201 - a transformers tokenizer
+    """Load a tokenizer directory with ``AutoTokenizer`` and check BERT's special tokens are present."""
+    from transformers import AutoTokenizer
+
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise BertpreError(f"{directory}: tokenizer directory not found (train one with `bertpre tokenizer train`)")
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(str(directory))
+    except Exception as error:  # transformers raises many types for a broken directory
+        raise BertpreError(f"{directory}: not a loadable tokenizer ({type(error).__name__}: "
+                           f"{str(error).splitlines()[0] if str(error) else ''})") from None
+    for name in ("pad_token_id", "cls_token_id", "sep_token_id", "mask_token_id"):
+        if getattr(tokenizer, name, None) is None:
+            raise BertpreError(f"{directory}: tokenizer has no {name[:-3]}; is it a BERT WordPiece tokenizer?")
+    return tokenizer
+
+
+def copy_tokenizer_files(source: str | Path, destination: str | Path) -> None:
+    """Copy the tokenizer files that ``source`` has into the existing directory ``destination``."""
+    for name in TOKENIZER_FILES:
+        if (Path(source) / name).exists():
+            shutil.copy2(Path(source) / name, Path(destination) / name)
