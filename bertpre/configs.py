@@ -34,8 +34,20 @@ class CorpusConfig:
     text_column: str = option("text", "Column holding the text in JSONL, Parquet and datasets inputs.")
     document_boundary: Literal["auto", "blank_line", "heading", "file"] = option(
         "auto", "How plain-text files split into documents: `blank_line` (original BERT format), "
-        "`heading` (`= Title =` lines), `file` (one document per file), `auto` (heading if the "
-        "file has such headings, else blank_line).")
+        "`heading` (`= Title =` lines), `file` (one document per file), `auto` (detected per file: "
+        "headings if it has them, blank lines if they separate several multi-line blocks of whole "
+        "sentences or paragraphs, else the file).")
+    line_format: Literal["auto", "sentence", "paragraph", "wrapped"] = option(
+        "auto", "What a line of a plain-text file holds: `sentence` (original BERT format), `paragraph`, "
+        "`wrapped` (hard-wrapped prose: the lines of a blank-line block form one paragraph), `auto` "
+        "(detected per file from its first 5,000 lines).")
+    rows: Literal["auto", "documents", "sentences"] = option(
+        "auto", "What a JSONL, Parquet or datasets row holds: `documents`, or `sentences` (rows are grouped "
+        "into documents by document_column, else up to an empty row, else in runs of 1,000); `auto`: "
+        "sentences when nearly all of the first 1,000 rows are one sentence.")
+    document_column: Optional[str] = option(
+        None, "Column naming the document of each row, for rows that are sentences [auto: the first of "
+        "document_id, doc_id, book_id, article_id, title that exists].")
     errors: Literal["strict", "replace"] = option(
         "strict", "Undecodable bytes: `strict` stops with the file and byte offset; `replace` "
         "substitutes U+FFFD and reports a count.")
@@ -104,7 +116,9 @@ class PrepareConfig(CorpusConfig):
         super().__post_init__()
         if not 8 <= self.max_seq_length <= 8192:
             raise ConfigError(f"max_seq_length: {self.max_seq_length} is outside 8…8192")
-        for name in ("short_seq_prob", "random_next_prob", "eval_fraction"):
+        if not 0.0 <= self.short_seq_prob <= 1.0:
+            raise ConfigError(f"short_seq_prob: must be in [0, 1], got {self.short_seq_prob}")
+        for name in ("random_next_prob", "eval_fraction"):
             if not 0.0 <= getattr(self, name) < 1.0:
                 raise ConfigError(f"{name}: must be in [0, 1), got {getattr(self, name)}")
         if self.dupe_factor < 1:

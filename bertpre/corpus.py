@@ -12,6 +12,7 @@ import functools
 import glob
 import gzip
 import hashlib
+import itertools
 import json
 import os
 import re
@@ -19,10 +20,11 @@ import sysconfig
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Iterable, Iterator
+from typing import IO, Any, Iterable, Iterator
 
 from bertpre.configs import BUILTIN_PYTHON_DOCS, CorpusConfig
 from bertpre.errors import BertpreError
+from bertpre.sentences import split_sentences
 
 TEXT_SUFFIXES = {".txt", ".text", ".raw", ".md", ".rst", ".tokens"}
 JSONL_SUFFIXES = {".jsonl", ".json", ".ndjson"}
@@ -38,6 +40,7 @@ class Document:
 
     id: str
     paragraphs: list[str] = field(default_factory=list)
+    sentences: bool = False  # each paragraph is already one sentence (sentence-per-line input)
 
 
 @dataclass
@@ -50,6 +53,7 @@ class CorpusStats:
     replaced_lines: int = 0
     duplicate_lines: int = 0
     files: int = 0
+    layouts: dict[str, str] = field(default_factory=dict)  # source → what was detected in it
 
 
 # --------------------------------------------------------------------------------------------
@@ -168,17 +172,18 @@ def _clean_paragraphs(paragraphs: list[str], seen: set[bytes] | None, stats: Cor
 
 def _read_source(source: str, config: CorpusConfig, stats: CorpusStats) -> Iterator[Document]:
     if source == BUILTIN_PYTHON_DOCS:
+        stats.layouts[source] = "documentation prose: a document per standard-library module"
         yield from python_docs_corpus()
     elif source.startswith("hf:"):
-        yield from _read_hub_dataset(source, config.text_column)
+        yield from _read_hub_dataset(source, config, stats)
     elif os.path.isdir(source):
-        yield from _read_dataset_records(_load_saved_dataset(source), source, config.text_column)
+        yield from _read_dataset_records(_load_saved_dataset(source), source, config, stats)
     else:
         suffix = _base_suffix(source)
         if suffix in JSONL_SUFFIXES:
             yield from _read_jsonl(source, config, stats)
         elif suffix in PARQUET_SUFFIXES:
-            yield from _read_parquet(source, config.text_column)
+            yield from _read_parquet(source, config, stats)
         else:
             yield from _read_text_file(source, config, stats)
 
@@ -225,66 +230,126 @@ def _checked_gzip_lines(handle: IO[bytes], path: str) -> Iterator[bytes]:
         raise BertpreError(f"{path}: not a valid gzip file ({error})") from None
 
 
-def _read_text_file(path: str, config: CorpusConfig, stats: CorpusStats) -> Iterator[Document]:
-    lines = decoded_lines(path, config.errors, stats)
-    mode = config.document_boundary
-    if mode == "auto":
-        mode = "heading" if _has_headings(path, config.errors) else "blank_line"
-    if mode == "file":
-        yield Document(id=path, paragraphs=list(_join_wrapped_paragraphs(lines)))
-    elif mode == "heading":
-        yield from _split_at_headings(path, lines)
-    else:
-        yield from _split_at_blank_lines(path, lines)
+@dataclass(frozen=True)
+class TextLayout:
+    """How a plain-text file is laid out: what one line holds, and what separates documents."""
+
+    lines: str  # "sentence", "paragraph" or "wrapped" (hard-wrapped prose: a paragraph is a blank-line block)
+    documents: str  # "heading" (`= Title =` lines), "blank_line" or "file"
+
+    def describe(self) -> str:
+        """One line for the prepare summary."""
+        lines = {"sentence": "one sentence per line", "paragraph": "one paragraph per line",
+                 "wrapped": "hard-wrapped prose, lines joined into paragraphs at blank lines"}[self.lines]
+        documents = {"heading": "a document per `= Title =` heading", "blank_line": "documents separated by blank lines",
+                     "file": "one document per file"}[self.documents]
+        return f"{lines}; {documents}"
 
 
-def _has_headings(path: str, errors: str, probe_lines: int = 2000) -> bool:
-    for i, line in enumerate(decoded_lines(path, "replace" if errors == "replace" else "strict")):
-        if _HEADING.match(line) and not _SUBHEADING.match(line):
-            return True
-        if i >= probe_lines:
+_TERMINAL = re.compile(r"[.!?…:;][\"'”’)\]]*$")
+_PROBE_LINES = 5000
+
+
+def detect_text_layout(path: str, errors: str = "strict", probe_lines: int = _PROBE_LINES) -> TextLayout:
+    """Look at the first lines of a text file and tell its layout.
+
+    Hard-wrapped prose (books, speeches): most lines that continue into the next line end without
+    closing punctuation, and lines are short. Otherwise a line is a sentence when nearly every
+    line holds one sentence, else a paragraph. Documents follow `= Title =` headings when there
+    are any; blank lines separate documents when they separate several multi-line blocks of whole
+    sentences or paragraphs (the original BERT format); otherwise the file is one document.
+    """
+    lines = []
+    for index, line in enumerate(decoded_lines(path, "replace" if errors == "replace" else "strict")):
+        if index >= probe_lines:
             break
-    return False
+        lines.append(line.strip())
+    has_headings = any(_HEADING.match(line) and not _SUBHEADING.match(line) for line in lines)
+    blocks = _blocks(line for line in lines if not _HEADING.match(line) and not _SUBHEADING.match(line))
+    line_kind = _line_kind(blocks)
+    if has_headings:
+        documents = "heading"
+    elif line_kind != "wrapped" and sum(len(block) >= 2 for block in blocks) >= 3:
+        documents = "blank_line"
+    else:
+        documents = "file"
+    return TextLayout(line_kind, documents)
 
 
-def _split_at_blank_lines(path: str, lines: Iterable[str]) -> Iterator[Document]:
+def _blocks(lines: Iterable[str]) -> list[list[str]]:
+    blocks: list[list[str]] = [[]]
+    for line in lines:
+        if line:
+            blocks[-1].append(line)
+        elif blocks[-1]:
+            blocks.append([])
+    return [block for block in blocks if block]
+
+
+def _line_kind(blocks: list[list[str]]) -> str:
+    continuing = [line for block in blocks for line in block[:-1]]
+    lengths = sorted(len(line) for block in blocks for line in block)
+    if len(continuing) >= 20 and lengths[int(0.9 * (len(lengths) - 1))] <= 150:
+        open_ended = sum(not _TERMINAL.search(line) for line in continuing) / len(continuing)
+        if open_ended >= 0.5:
+            return "wrapped"
+    content = [line for block in blocks for line in block]
+    if not content:
+        return "paragraph"
+    several = sum(len(split_sentences(line)) > 1 for line in content) / len(content)
+    return "sentence" if several <= 0.1 else "paragraph"
+
+
+def text_layout(path: str, config: CorpusConfig) -> TextLayout:
+    """The layout a text file is read with: detected, then whatever the config fixes."""
+    detected = detect_text_layout(path, config.errors)
+    lines = detected.lines if config.line_format == "auto" else config.line_format
+    documents = detected.documents if config.document_boundary == "auto" else config.document_boundary
+    return TextLayout(lines, documents)
+
+
+def _read_text_file(path: str, config: CorpusConfig, stats: CorpusStats) -> Iterator[Document]:
+    layout = text_layout(path, config)
+    stats.layouts[path] = layout.describe()
+    yield from _documents_of_lines(path, decoded_lines(path, config.errors, stats), layout)
+
+
+def _documents_of_lines(path: str, lines: Iterable[str], layout: TextLayout) -> Iterator[Document]:
+    """Cut lines into documents of paragraphs (or sentences) as ``layout`` says."""
+    title: str | None = None
     paragraphs: list[str] = []
+    block: list[str] = []
     index = 0
-    for line in lines:
-        if line.strip():
-            paragraphs.append(line)
-        elif paragraphs:
-            yield Document(id=f"{path}#{index}", paragraphs=paragraphs)
-            paragraphs, index = [], index + 1
-    if paragraphs:
-        yield Document(id=f"{path}#{index}", paragraphs=paragraphs)
 
+    def document_id() -> str:
+        return {"heading": f"{path}#{title}", "blank_line": f"{path}#{index}", "file": path}[layout.documents]
 
-def _split_at_headings(path: str, lines: Iterable[str]) -> Iterator[Document]:
-    title, paragraphs = None, []
     for line in lines:
-        heading = _HEADING.match(line)
+        heading = _HEADING.match(line) if layout.documents == "heading" else None
         if heading and not _SUBHEADING.match(line):
+            paragraphs += _block_paragraphs(block, layout)
             if paragraphs:
-                yield Document(id=f"{path}#{title}", paragraphs=paragraphs)
-            title, paragraphs = heading.group(1).strip(), []
-        elif line.strip() and not _SUBHEADING.match(line):
-            paragraphs.append(line)
+                yield Document(document_id(), paragraphs, layout.lines == "sentence")
+            title, paragraphs, block = heading.group(1).strip(), [], []
+        elif layout.documents == "heading" and _SUBHEADING.match(line):
+            continue
+        elif line.strip():
+            block.append(line.strip())
+        else:
+            paragraphs += _block_paragraphs(block, layout)
+            block = []
+            if layout.documents == "blank_line" and paragraphs:
+                yield Document(document_id(), paragraphs, layout.lines == "sentence")
+                paragraphs, index = [], index + 1
+    paragraphs += _block_paragraphs(block, layout)
     if paragraphs:
-        yield Document(id=f"{path}#{title}", paragraphs=paragraphs)
+        yield Document(document_id(), paragraphs, layout.lines == "sentence")
 
 
-def _join_wrapped_paragraphs(lines: Iterable[str]) -> Iterator[str]:
-    """Join hard-wrapped lines (books, speeches) into paragraphs at blank lines."""
-    buffer: list[str] = []
-    for line in lines:
-        if line.strip():
-            buffer.append(line.strip())
-        elif buffer:
-            yield " ".join(buffer)
-            buffer = []
-    if buffer:
-        yield " ".join(buffer)
+def _block_paragraphs(block: list[str], layout: TextLayout) -> list[str]:
+    if not block:
+        return []
+    return [" ".join(block)] if layout.lines == "wrapped" else list(block)
 
 
 def _record_text(record: object, path: str, where: str, column: str) -> str:
@@ -307,6 +372,10 @@ def _paragraphs_of(text: str) -> list[str]:
 
 
 def _read_jsonl(path: str, config: CorpusConfig, stats: CorpusStats) -> Iterator[Document]:
+    yield from _documents_of_rows(path, _jsonl_records(path, config, stats), None, config, stats)
+
+
+def _jsonl_records(path: str, config: CorpusConfig, stats: CorpusStats) -> Iterator[tuple[str, dict]]:
     for number, line in enumerate(decoded_lines(path, config.errors, stats), start=1):
         if not line.strip():
             continue
@@ -314,11 +383,12 @@ def _read_jsonl(path: str, config: CorpusConfig, stats: CorpusStats) -> Iterator
             record = json.loads(line)
         except json.JSONDecodeError as error:
             raise BertpreError(f"{path}: line {number} is not valid JSON ({error.msg})") from None
-        text = _record_text(record, path, f"line {number}", config.text_column)
-        yield Document(id=f"{path}:{number}", paragraphs=_paragraphs_of(text))
+        if not isinstance(record, dict):
+            raise BertpreError(f"{path}: line {number} is not a JSON object")
+        yield f"line {number}", record
 
 
-def _read_parquet(path: str, column: str) -> Iterator[Document]:
+def _read_parquet(path: str, config: CorpusConfig, stats: CorpusStats) -> Iterator[Document]:
     import pyarrow.parquet as pq
 
     try:
@@ -326,13 +396,91 @@ def _read_parquet(path: str, column: str) -> Iterator[Document]:
     except Exception as error:  # pyarrow raises several types for a corrupt file
         raise BertpreError(f"{path}: not a readable Parquet file ({error})") from None
     names = parquet.schema_arrow.names
-    if column not in names:
-        raise BertpreError(f"{path}: no '{column}' column (columns: {', '.join(names)}); set --text-column")
-    row = 0
-    for batch in parquet.iter_batches(columns=[column], batch_size=1024):
-        for text in batch.column(0).to_pylist():
-            yield Document(id=f"{path}:{row}", paragraphs=_paragraphs_of(text or ""))
-            row += 1
+    if config.text_column not in names:
+        raise BertpreError(f"{path}: no '{config.text_column}' column (columns: {', '.join(names)}); "
+                           "set --text-column")
+    columns = [config.text_column] + [c for c in _document_column_candidates(config) if c in names]
+
+    def records() -> Iterator[tuple[str, dict]]:
+        row = 0
+        for batch in parquet.iter_batches(columns=list(dict.fromkeys(columns)), batch_size=1024):
+            for record in batch.to_pylist():
+                yield f"row {row}", record
+                row += 1
+
+    yield from _documents_of_rows(path, records(), names, config, stats)
+
+
+# ---- rows: each a document, or sentences grouped into documents ------------------------------
+
+_PROBE_ROWS = 1000
+ROWS_PER_RUN = 1000
+"""Sentences per document when rows that are sentences carry no document boundary at all."""
+_DOCUMENT_COLUMNS = ("document_id", "doc_id", "book_id", "article_id", "title")
+
+
+def _document_column_candidates(config: CorpusConfig) -> tuple[str, ...]:
+    return (config.document_column,) if config.document_column else _DOCUMENT_COLUMNS
+
+
+def _documents_of_rows(name: str, records: Iterator[tuple[str, dict]], columns: list[str] | None,
+                       config: CorpusConfig, stats: CorpusStats) -> Iterator[Document]:
+    """Documents from table rows: a row each, or (rows that are sentences) grouped into documents."""
+    probe = list(itertools.islice(records, _PROBE_ROWS))
+    rows = ((where.split()[-1], _record_text(record, name, where, config.text_column), record)
+            for where, record in itertools.chain(probe, records))
+    columns = columns if columns is not None else list(probe[0][1]) if probe else []
+    if config.document_column and config.document_column not in columns:
+        raise BertpreError(f"{name}: no document column '{config.document_column}' (columns: "
+                           f"{', '.join(map(str, columns))}); set --document-column")
+    if not _rows_are_sentences(probe, name, config):
+        stats.layouts[name] = "a document per row"
+        for number, text, _ in rows:
+            yield Document(f"{name}:{number}", _paragraphs_of(text))
+        return
+    column = next((c for c in _document_column_candidates(config) if c in columns), None)
+    if column is not None:
+        stats.layouts[name] = f"a sentence per row, grouped into documents by the '{column}' column"
+        yield from _grouped_rows(name, rows, lambda record: record.get(column))
+    elif any(not _record_text(record, name, where, config.text_column).strip() for where, record in probe):
+        stats.layouts[name] = "a sentence per row, grouped into documents at empty rows"
+        yield from _grouped_rows(name, rows, None)
+    else:
+        stats.layouts[name] = (f"a sentence per row without document boundaries (no document column, no empty "
+                               f"rows): grouped in runs of {ROWS_PER_RUN:,} rows")
+        yield from _grouped_rows(name, rows, None, run=ROWS_PER_RUN)
+
+
+def _rows_are_sentences(probe: list[tuple[str, dict]], name: str, config: CorpusConfig) -> bool:
+    if config.rows != "auto":
+        return config.rows == "sentences"
+    texts = [_record_text(record, name, where, config.text_column).strip() for where, record in probe]
+    texts = [text for text in texts if text]
+    if len(texts) < 20:
+        return False
+    one_sentence = sum("\n" not in text and len(split_sentences(text)) == 1 for text in texts)
+    return one_sentence / len(texts) >= 0.9
+
+
+def _grouped_rows(name: str, rows: Iterable[tuple[str, str, dict]], key: Any = None,
+                  run: int | None = None) -> Iterator[Document]:
+    """Consecutive sentence rows as documents: a new one where ``key(record)`` changes, at an empty
+    row, or every ``run`` rows."""
+    sentences: list[str] = []
+    first, current = "", None
+    for number, text, record in rows:
+        text = text.strip()
+        value = key(record) if key is not None else None
+        boundary = not text or (key is not None and value != current) or (run is not None and len(sentences) >= run)
+        if boundary and sentences:
+            yield Document(f"{name}:{first}", sentences, sentences=True)
+            sentences = []
+        current = value
+        if text:
+            first = first if sentences else number
+            sentences.append(text)
+    if sentences:
+        yield Document(f"{name}:{first}", sentences, sentences=True)
 
 
 def _load_saved_dataset(path: str):  # noqa: ANN202 - datasets is imported lazily
@@ -358,17 +506,18 @@ def load_hub_dataset(spec: str, streaming: bool):  # noqa: ANN201 - a datasets (
                            f"{str(error).splitlines()[0] if str(error) else ''})") from None
 
 
-def _read_hub_dataset(spec: str, column: str) -> Iterator[Document]:
-    yield from _read_dataset_records(load_hub_dataset(spec, streaming=True), spec, column)
+def _read_hub_dataset(spec: str, config: CorpusConfig, stats: CorpusStats) -> Iterator[Document]:
+    yield from _read_dataset_records(load_hub_dataset(spec, streaming=True), spec, config, stats)
 
 
-def _read_dataset_records(dataset: Iterable[dict], name: str, column: str) -> Iterator[Document]:
+def _read_dataset_records(dataset: Iterable[dict], name: str, config: CorpusConfig,
+                          stats: CorpusStats) -> Iterator[Document]:
     features = getattr(dataset, "column_names", None)
-    if features is not None and column not in features:
-        raise BertpreError(f"{name}: no '{column}' column (columns: {', '.join(features)}); set --text-column")
-    for index, record in enumerate(dataset):
-        text = _record_text(record, name, f"record {index}", column)
-        yield Document(id=f"{name}:{index}", paragraphs=_paragraphs_of(text))
+    if features is not None and config.text_column not in features:
+        raise BertpreError(f"{name}: no '{config.text_column}' column (columns: {', '.join(features)}); "
+                           "set --text-column")
+    records = ((f"record {index}", record) for index, record in enumerate(dataset))
+    yield from _documents_of_rows(name, records, list(features) if features is not None else None, config, stats)
 
 
 # --------------------------------------------------------------------------------------------

@@ -33,13 +33,20 @@ def create_next_sentence_pairs(
     """Cut one document into (A, B) pairs, as in BERT's reference ``create_instances_from_document``.
 
     ``documents`` is every document of the split (random access, each a list of tokenized
-    sentences). Segment A is a random number of leading sentences of a chunk that fills a target
-    length (``max_seq_length - 3``, shorter with probability ``short_seq_prob``); with
-    probability ``random_next_prob`` segment B starts at a random sentence of a random *other*
-    document and the unused sentences are put back, otherwise B is the rest of the chunk. The pair
-    is then truncated from a randomly chosen end until it fits. One deliberate difference: a chunk
-    of a single sentence takes the following sentence as its true B, or is left out at the end of
-    the document (the reference forces a random B there, which biases IsNext below 50%).
+    sentences). Sentences are gathered into a chunk until it reaches the document's target length
+    (``max_seq_length - 3``, or with probability ``short_seq_prob`` a random shorter one). Segment A
+    is a random number of the chunk's leading sentences; with probability ``random_next_prob``
+    segment B starts at a random sentence of a random *other* document and the unused sentences
+    are put back, otherwise B is the rest of the chunk. The pair is then truncated from a randomly
+    chosen end until it fits. Every chunk gives exactly one pair, whatever its coin says, so IsNext
+    is 50% in expectation on any corpus.
+
+    One deliberate difference from the reference, which forces a chunk of a single sentence to
+    take a random B (IsNext falls to 46% on Wikipedia, lower on short documents): such a chunk
+    keeps its coin. IsNext takes the true neighbour: the following sentence as B (it still starts
+    the next chunk), or at the document's end the sentence itself as B after the sentences before
+    it, filled back to the target length, as A. A document of a single sentence has no true
+    neighbour and gives no pair (decided before any coin, so the balance holds).
     """
     if len(documents) < 2:
         raise BertpreError("next-sentence pairs need at least two documents (random next segments come "
@@ -49,6 +56,8 @@ def create_next_sentence_pairs(
     target_length = max_num_tokens
     if rng.random() < short_seq_prob:
         target_length = rng.randint(2, max_num_tokens)
+    if len(document) < 2:
+        return []
     pairs: list[SentencePair] = []
     chunk: list[Sequence[int]] = []
     chunk_length = 0
@@ -58,30 +67,37 @@ def create_next_sentence_pairs(
         chunk_length += len(document[i])
         if i == len(document) - 1 or chunk_length >= target_length:
             is_random_next = rng.random() < random_next_prob
-            if len(chunk) == 1 and not is_random_next:
-                # The reference always pairs a lone sentence with a random B, which skews IsNext
-                # below 50%. Here its true B is the next sentence; at the end of the document
-                # there is none, and the sentence is left out rather than forced to be random.
-                if i + 1 >= len(document):
-                    break
-                i += 1
-                chunk.append(document[i])
             a_end = 1 if len(chunk) < 2 else rng.randint(1, len(chunk) - 1)
             tokens_a = [token for sentence in chunk[:a_end] for token in sentence]
             if is_random_next:
-                is_random_next = True
                 b_document = _random_other_document(len(documents), document_index, rng)
                 tokens_b = _random_continuation(documents[b_document], target_length - len(tokens_a), rng)
                 i -= len(chunk) - a_end  # put the unused sentences back
-            else:
+            elif len(chunk) > 1:
                 b_document = document_index
                 tokens_b = [token for sentence in chunk[a_end:] for token in sentence]
+            elif i + 1 < len(document):  # a lone sentence: its true B is the next one
+                b_document = document_index
+                tokens_b = list(document[i + 1])
+            else:  # a lone last sentence: it is B, the sentences before it are A
+                b_document = document_index
+                tokens_b = tokens_a
+                tokens_a = _preceding_text(document, i, target_length - len(tokens_b))
             _truncate_pair(tokens_a, tokens_b, max_num_tokens, rng)
-            if tokens_a and tokens_b:
-                pairs.append(SentencePair(tokens_a, tokens_b, is_random_next, document_index, b_document))
+            pairs.append(SentencePair(tokens_a, tokens_b, is_random_next, document_index, b_document))
             chunk, chunk_length = [], 0
         i += 1
     return pairs
+
+
+def _preceding_text(document: Sequence[Sequence[int]], end: int, target_length: int) -> list[int]:
+    """The sentences just before ``end``, taken backwards until they hold ``target_length`` tokens (at least one)."""
+    start = end - 1
+    length = len(document[start])
+    while start > 0 and length < target_length:
+        start -= 1
+        length += len(document[start])
+    return [token for sentence in document[start:end] for token in sentence]
 
 
 def _random_other_document(count: int, current: int, rng: random.Random) -> int:

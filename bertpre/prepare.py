@@ -19,14 +19,14 @@ import json
 import os
 import shutil
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
 import numpy as np
 
 from bertpre.config import save_config
-from bertpre.configs import SPECIAL_TOKENS, PrepareConfig
+from bertpre.configs import PrepareConfig
 from bertpre.corpus import CorpusStats, read_documents, resolve_inputs, warn_about_replaced_bytes
 from bertpre.dataset import CONFIG_FILE, DATA_FORMAT_VERSION, METADATA_FILE, TOKENIZER_DIR, token_id_type
 from bertpre.errors import BertpreError
@@ -61,13 +61,15 @@ class PrepareSummary:
     workers: int
     replaced_lines: int = 0
     duplicate_lines: int = 0
+    single_sentence_documents: float = 0.0
+    layouts: dict[str, str] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
 
     def table(self) -> str:
         """A human-readable summary with the length histogram."""
         docs_per_second = self.documents / max(self.seconds, 1e-9)
         tokens_per_second = self.tokens / max(self.seconds, 1e-9)
-        lines = [
-            f"dataset          {self.output}",
+        lines = [f"dataset          {self.output}", *self._layout_lines(),
             f"documents        {self.documents:,} ({self.train_documents:,} train, {self.eval_documents:,} eval)",
             f"sentences        {self.sentences:,}",
             f"pairs            {self.train_pairs + self.eval_pairs:,} ({self.train_pairs:,} train, {self.eval_pairs:,} eval)",
@@ -86,7 +88,19 @@ class PrepareSummary:
         largest = max(self.length_histogram.values(), default=1) or 1
         for bucket, count in self.length_histogram.items():
             lines.append(f"  {bucket:>9}  {count:>9,}  {'#' * max(1 if count else 0, round(40 * count / largest))}")
+        lines += [f"warning: {warning}" for warning in self.warnings]
         return "\n".join(lines)
+
+    def _layout_lines(self, examples: int = 3) -> list[str]:
+        """What was detected in the inputs: each layout with how many inputs have it and a few of them."""
+        by_layout: dict[str, list[str]] = {}
+        for source, layout in self.layouts.items():
+            by_layout.setdefault(layout, []).append(Path(source).name or source)
+        lines = []
+        for layout, sources in sorted(by_layout.items(), key=lambda item: -len(item[1])):
+            shown = ", ".join(sources[:examples]) + (f", … ({len(sources)} inputs)" if len(sources) > examples else "")
+            lines.append(f"{'read as' if not lines else '':<16} {layout}: {shown}")
+        return lines
 
 
 def prepare_pretraining_data(config: PrepareConfig, show_progress: bool = True) -> PrepareSummary:
@@ -110,8 +124,9 @@ def prepare_pretraining_data(config: PrepareConfig, show_progress: bool = True) 
         documents = _tokenized_documents(config, sources, staging, workers, stats, tokenizer_info["vocab_size"])
         train_docs, eval_docs = _split_documents(documents, config.eval_fraction, staging)
         summary_parts = {}
+        _refuse_if_no_pairs(config, train_docs)
         for split, docs in (("train", train_docs), ("eval", eval_docs)):
-            if docs is None:
+            if docs is None or not _pairable_documents(docs):
                 continue
             pairs = _create_pairs(docs, config, tokenizer_info, staging / f"{split}-pairs", workers, split)
             # One writer: the number of shards then follows the data size alone, never the worker count.
@@ -138,17 +153,14 @@ def _check_tokenizer(config: PrepareConfig) -> dict[str, Any]:
         if listed != by_id:
             raise BertpreError(f"{vocab_txt}: does not match {config.tokenizer}/tokenizer.json "
                                "(mixed files from two tokenizers?); retrain or copy both together")
-    ids = {token: vocab.get(token) for token in SPECIAL_TOKENS}
-    if [ids[token] for token in SPECIAL_TOKENS] != list(range(len(SPECIAL_TOKENS))):
-        raise BertpreError(f"{config.tokenizer}: special tokens have ids {ids}, expected [PAD]=0 … [MASK]=4 "
-                           "(train it with `bertpre tokenizer train`)")
     model_max = getattr(tokenizer, "model_max_length", 512) or 512
     if config.max_seq_length > model_max:
         raise BertpreError(f"max_seq_length: {config.max_seq_length} exceeds the tokenizer's "
                            f"model_max_length {model_max} (the model's position embeddings)")
     digest = hashlib.sha256("\n".join(sorted(vocab, key=vocab.__getitem__)).encode()).hexdigest()[:16]
     return {"path": str(Path(config.tokenizer).resolve()), "vocab_size": len(tokenizer),
-            "vocab_sha256": digest, "cls_id": tokenizer.cls_token_id, "sep_id": tokenizer.sep_token_id}
+            "vocab_sha256": digest, "cls_id": tokenizer.cls_token_id, "sep_id": tokenizer.sep_token_id,
+            "pad_id": tokenizer.pad_token_id, "mask_id": tokenizer.mask_token_id}
 
 
 def _sources_of_this_shard(config: PrepareConfig) -> list[str]:
@@ -168,10 +180,13 @@ def _read_shard_documents(sources: list[str], config_dict: dict[str, Any]) -> It
     config = PrepareConfig(**config_dict)
     stats = CorpusStats()
     reported = (0, 0)
+    described: set[str] = set()
     for document in read_documents(config, sources, stats):
-        # Counts travel with the rows: this generator may run in another process.
+        # Counts and layouts travel with the rows: this generator may run in another process.
         counts = (stats.replaced_lines, stats.duplicate_lines)
-        yield {"paragraphs": document.paragraphs,
+        layouts = [f"{source}\t{layout}" for source, layout in stats.layouts.items() if source not in described]
+        described.update(stats.layouts)
+        yield {"paragraphs": document.paragraphs, "sentences_given": document.sentences, "layouts": layouts,
                "replaced_lines": counts[0] - reported[0], "duplicate_lines": counts[1] - reported[1]}
         reported = counts
 
@@ -200,8 +215,8 @@ def _worker_tokenizer(path: str):  # noqa: ANN202 - a transformers tokenizer, on
 
 def _tokenize_documents(batch: dict[str, list], tokenizer_path: str) -> dict[str, list]:
     tokenizer = _worker_tokenizer(tokenizer_path)
-    sentences_per_doc = [[s for paragraph in paragraphs for s in split_sentences(paragraph)]
-                         for paragraphs in batch["paragraphs"]]
+    sentences_per_doc = [list(paragraphs) if given else [s for paragraph in paragraphs for s in split_sentences(paragraph)]
+                         for paragraphs, given in zip(batch["paragraphs"], batch["sentences_given"])]
     flat = [sentence for sentences in sentences_per_doc for sentence in sentences]
     encoded = tokenizer(flat, add_special_tokens=False, return_attention_mask=False,
                         return_token_type_ids=False, verbose=False)["input_ids"] if flat else []
@@ -228,6 +243,8 @@ def _tokenized_documents(config: PrepareConfig, sources: list[str], staging: Pat
     cache = str(staging / "hf-cache")
     config_dict = {k: v for k, v in vars(config).items()}
     features = datasets.Features({"paragraphs": datasets.Sequence(datasets.Value("string")),
+                                  "sentences_given": datasets.Value("bool"),
+                                  "layouts": datasets.Sequence(datasets.Value("string")),
                                   "replaced_lines": datasets.Value("int64"),
                                   "duplicate_lines": datasets.Value("int64")})
     try:
@@ -248,6 +265,7 @@ def _tokenized_documents(config: PrepareConfig, sources: list[str], staging: Pat
         raw = raw.select(range(config.max_documents))
     stats.replaced_lines = int(sum(raw["replaced_lines"]))
     stats.duplicate_lines = int(sum(raw["duplicate_lines"]))
+    stats.layouts = dict(entry.split("\t", 1) for entries in raw["layouts"] for entry in entries)
     warn_about_replaced_bytes(stats)
     tokenized = raw.map(
         _tokenize_documents, batched=True, batch_size=DOCUMENTS_PER_WRITE, writer_batch_size=DOCUMENTS_PER_WRITE,
@@ -385,7 +403,7 @@ def _summarize(config: PrepareConfig, output: Path, documents, train_docs, eval_
     lengths = np.concatenate([np.asarray(_list_lengths(p.data.column("input_ids"))) for p in pairs.values()])
     labels = np.concatenate([np.asarray(p.data.column("next_sentence_label").to_numpy()) for p in pairs.values()])
     sentence_lengths = _list_lengths(documents.data.column("sentences"))
-    return PrepareSummary(
+    summary = PrepareSummary(
         output=str(output), documents=len(documents), sentences=int(np.sum(sentence_lengths)),
         train_documents=len(train_docs), eval_documents=len(eval_docs) if eval_docs is not None else 0,
         train_pairs=len(pairs["train"]), eval_pairs=len(pairs["eval"]) if "eval" in pairs else 0,
@@ -393,7 +411,40 @@ def _summarize(config: PrepareConfig, output: Path, documents, train_docs, eval_
         length_histogram=_length_histogram(lengths, config.max_seq_length),
         padding_fraction=float(1 - lengths.sum() / (len(lengths) * config.max_seq_length)) if len(lengths) else 0.0,
         max_seq_length=config.max_seq_length, seconds=seconds, workers=workers,
-        replaced_lines=stats.replaced_lines, duplicate_lines=stats.duplicate_lines)
+        replaced_lines=stats.replaced_lines, duplicate_lines=stats.duplicate_lines,
+        single_sentence_documents=float(np.mean(sentence_lengths == 1)) if len(sentence_lengths) else 0.0,
+        layouts=dict(stats.layouts))
+    summary.warnings = _warnings(summary)
+    return summary
+
+
+SINGLE_SENTENCE_WARNING = 0.5
+PADDING_WARNING = 0.2
+_FIX_BOUNDARIES = ("check how the inputs were read (above) and set --document-boundary or --line-format for text "
+                   "files, --rows sentences or --document-column for tables")
+
+
+def _warnings(summary: PrepareSummary) -> list[str]:
+    """What looks wrong with the documents, and what to do about it."""
+    warnings = []
+    if summary.single_sentence_documents > SINGLE_SENTENCE_WARNING:
+        warnings.append(f"{summary.single_sentence_documents:.0%} of the documents are a single sentence: they give "
+                        f"no next-sentence pairs; {_FIX_BOUNDARIES}")
+    if summary.padding_fraction > PADDING_WARNING:
+        warnings.append(f"{summary.padding_fraction:.0%} of every batch would be padding: documents look cut short; "
+                        f"{_FIX_BOUNDARIES}, or lower --max-seq-length")
+    return warnings
+
+
+def _pairable_documents(documents) -> int:  # noqa: ANN001 - datasets.Dataset
+    """How many documents have the two sentences a pair needs."""
+    return int((_list_lengths(documents.data.column("sentences")) >= 2).sum())
+
+
+def _refuse_if_no_pairs(config: PrepareConfig, documents) -> None:  # noqa: ANN001 - datasets.Dataset
+    if not _pairable_documents(documents):
+        raise BertpreError(f"{', '.join(config.inputs)}: no next-sentence pairs: each of the {len(documents):,} "
+                           f"training documents is a single sentence; {_FIX_BOUNDARIES}")
 
 
 def _list_lengths(column) -> np.ndarray:  # noqa: ANN001 - a pyarrow (chunked) list array

@@ -87,6 +87,38 @@ def test_is_next_ratio_is_half_and_random_b_never_comes_from_the_same_document(w
         assert len(pair.tokens_a) + len(pair.tokens_b) <= 128 - 3
 
 
+def test_is_next_is_half_even_when_documents_are_short() -> None:
+    # Short documents are where a rule for one-sentence chunks tilts the labels (the reference: 40-46%).
+    rng = random.Random(0)
+    documents = [[[rng.randint(5, 999) for _ in range(rng.randint(3, 60))] for _ in range(rng.randint(1, 4))]
+                 for _ in range(3000)]
+    pairs = []
+    for dupe_pass in range(3):
+        for index in range(len(documents)):
+            pairs += create_next_sentence_pairs(documents, index, 64, 0.1, document_rng(11, dupe_pass, index))
+    assert len(pairs) > 10_000
+    assert abs(np.mean([not p.is_random_next for p in pairs]) - 0.5) <= 0.01
+
+
+def test_a_lone_sentence_keeps_its_coin_and_takes_its_true_neighbour() -> None:
+    long_sentence, short = list(range(10, 40)), [7, 8, 9]
+    documents = [[short, long_sentence, [50, 51], [60, 61, 62]], [[70, 71], [72, 73]], [[80], [81]]]
+    seen_true_lone = seen_true_last = False
+    for seed in range(200):
+        pairs = create_next_sentence_pairs(documents, 0, 16, 0.0, document_rng(seed, 0, 0))
+        for pair in pairs:
+            if pair.is_random_next:
+                continue
+            if pair.tokens_b == [50, 51] and set(pair.tokens_a) <= set(long_sentence):
+                seen_true_lone = True  # a sentence longer than the target: B is the following sentence
+            if pair.tokens_b == [60, 61, 62]:
+                seen_true_last = True  # the lone last sentence: B, after the text before it as A
+                before = " " + " ".join(map(str, short + long_sentence + [50, 51])) + " "
+                assert " " + " ".join(map(str, pair.tokens_a)) + " " in before  # (truncation may cut either end)
+    assert seen_true_lone and seen_true_last
+    assert create_next_sentence_pairs([[[5, 6, 7]], [[8, 9], [10]]], 0, 32, 0.1, random.Random(0)) == []
+
+
 def test_true_next_pairs_are_contiguous_text_of_the_document(wiki_documents) -> None:
     document = wiki_documents[4]
     text = " " + " ".join(str(t) for sentence in document for t in sentence) + " "
@@ -250,7 +282,8 @@ def test_undecodable_bytes_name_the_offset_or_are_replaced_and_counted(tmp_path:
     offset = raw.index(b"\xff")
     assert_refused([bad], tmp_path / "strict", match=rf"bad.txt: byte offset {offset} is not valid UTF-8")
     with pytest.warns(UserWarning, match="1 lines had undecodable bytes"):
-        summary = prepare([bad], tmp_path / "replaced", errors="replace", eval_fraction=0)
+        summary = prepare([bad], tmp_path / "replaced", errors="replace", eval_fraction=0,
+                          document_boundary="blank_line")
     assert summary.replaced_lines == 1 and summary.documents == 7
 
 
