@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any, Optional, Sequence
 
 from bertpre.batching import pad_examples
 from bertpre.configs import SPECIAL_TOKENS
@@ -18,7 +18,8 @@ class MaskingCollator:
     """Pads examples into a batch and masks it for MLM: dynamic, seeded, optionally whole-word.
 
     Of the non-special tokens, ``mlm_probability`` are chosen (per word with ``whole_word``); of
-    those 80% become ``[MASK]``, 10% a random token, 10% stay. The batch holds the dense
+    those 80% become ``[MASK]``, 10% a random non-special token, 10% stay. The special ids are the
+    tokenizer's, wherever they sit (``special_ids``; by default the first ``num_special_tokens``). The batch holds the dense
     ``labels`` (-100 where nothing is predicted) and the compact form: ``masked_positions``
     (flat indices into batch × sequence) and ``masked_labels``. Sequences are padded to the
     longest in the batch, rounded up to ``pad_to_multiple_of``.
@@ -28,6 +29,7 @@ class MaskingCollator:
     mask_token_id: int = 4
     pad_token_id: int = 0
     num_special_tokens: int = len(SPECIAL_TOKENS)
+    special_ids: Optional[tuple[int, ...]] = None
     mlm_probability: float = 0.15
     whole_word: bool = False
     pad_to_multiple_of: int = 8
@@ -43,10 +45,19 @@ class MaskingCollator:
         for token, index in vocab.items():
             if token.startswith("##") and index < len(continuation):
                 continuation[index] = True
-        specials = max(tokenizer.all_special_ids) + 1
         return cls(vocab_size=len(tokenizer), mask_token_id=tokenizer.mask_token_id,
-                   pad_token_id=tokenizer.pad_token_id, num_special_tokens=specials,
+                   pad_token_id=tokenizer.pad_token_id, special_ids=tuple(sorted(set(tokenizer.all_special_ids))),
                    continuation=continuation, **kwargs)
+
+    def __post_init__(self) -> None:
+        import torch
+
+        ids = self.special_ids if self.special_ids is not None else tuple(range(self.num_special_tokens))
+        self._special = torch.zeros(self.vocab_size, dtype=torch.bool)
+        self._special[list(ids)] = True
+        # Drawing an index into the ordinary ids keeps the stream of randint(k, vocab) when the
+        # specials are the first k ids.
+        self._ordinary = torch.nonzero(~self._special).flatten()
 
     def __call__(self, examples: Sequence[dict[str, Any]], generator: Any = None) -> dict[str, Any]:
         """Pad and mask ``examples`` with ``generator`` (a seeded ``torch.Generator``)."""
@@ -68,14 +79,14 @@ class MaskingCollator:
         import torch
 
         original = input_ids.clone()
-        candidates = input_ids >= self.num_special_tokens
+        candidates = ~self._special[input_ids]
         if self.whole_word:
             chosen = self._choose_whole_words(input_ids, candidates, generator)
         else:
             draws = torch.rand(input_ids.shape, generator=generator)
             chosen = candidates & (draws < self.mlm_probability)
         action = torch.rand(input_ids.shape, generator=generator)
-        random_tokens = torch.randint(self.num_special_tokens, self.vocab_size, input_ids.shape, generator=generator)
+        random_tokens = self._ordinary[torch.randint(0, len(self._ordinary), input_ids.shape, generator=generator)]
         replace_with_mask = chosen & (action < 0.8)
         replace_with_random = chosen & (action >= 0.8) & (action < 0.9)
         input_ids[replace_with_mask] = self.mask_token_id

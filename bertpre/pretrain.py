@@ -298,6 +298,10 @@ def _check_data_fits_model(config: PretrainConfig, metadata: dict[str, Any]) -> 
         raise BertpreError(f"model.vocab_size: {config.model.vocab_size} differs from the tokenizer the data was "
                            f"prepared with ({vocab} tokens, {metadata['tokenizer']['path']}); set "
                            f"--model.vocab-size {vocab}")
+    pad_id = metadata["tokenizer"].get("pad_id", 0)
+    if config.model.pad_token_id != pad_id:
+        raise BertpreError(f"model.pad_token_id: {config.model.pad_token_id} differs from the tokenizer's [PAD] id "
+                           f"{pad_id} ({metadata['tokenizer']['path']}); set --model.pad-token-id {pad_id}")
     if metadata["max_seq_length"] > config.model.max_position_embeddings:
         raise BertpreError(f"model.max_position_embeddings: {config.model.max_position_embeddings} is shorter "
                            f"than the prepared max_seq_length {metadata['max_seq_length']}")

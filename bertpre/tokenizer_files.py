@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -17,6 +18,7 @@ def load_tokenizer(directory: str | Path):  # noqa: ANN201 - a transformers toke
     directory = Path(directory)
     if not directory.is_dir():
         raise BertpreError(f"{directory}: tokenizer directory not found (train one with `bertpre tokenizer train`)")
+    _check_wordpiece_files(directory)
     try:
         tokenizer = AutoTokenizer.from_pretrained(str(directory))
     except Exception as error:  # transformers raises many types for a broken directory
@@ -26,6 +28,23 @@ def load_tokenizer(directory: str | Path):  # noqa: ANN201 - a transformers toke
         if getattr(tokenizer, name, None) is None:
             raise BertpreError(f"{directory}: tokenizer has no {name[:-3]}; is it a BERT WordPiece tokenizer?")
     return tokenizer
+
+
+def _check_wordpiece_files(directory: Path) -> None:
+    """A real BERT WordPiece tokenizer lies here: tokenizer.json of a WordPiece model, or a vocab.txt."""
+    if not any((directory / name).is_file() for name in ("tokenizer.json", "vocab.txt")):
+        what = "a model directory without tokenizer files" if (directory / "config.json").exists() else "not a tokenizer"
+        raise BertpreError(f"{directory}: {what} (no tokenizer.json or vocab.txt); pass a tokenizer directory, "
+                           "e.g. one written by `bertpre tokenizer train` or a BERT model's own directory")
+    if (directory / "tokenizer.json").is_file():
+        try:
+            model_type = json.loads((directory / "tokenizer.json").read_text(encoding="utf-8"))["model"]["type"]
+        except (ValueError, KeyError, TypeError):
+            raise BertpreError(f"{directory}/tokenizer.json: not a valid tokenizer file (cut short or edited?); "
+                               "copy or train the tokenizer again") from None
+        if model_type != "WordPiece":
+            raise BertpreError(f"{directory}: a {model_type} tokenizer; BERT needs WordPiece (train one with "
+                               "`bertpre tokenizer train`)")
 
 
 def copy_tokenizer_files(source: str | Path, destination: str | Path) -> None:
