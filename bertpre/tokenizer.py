@@ -9,11 +9,12 @@ The saved directory holds ``tokenizer.json`` (fast tokenizer), ``vocab.txt`` (cl
 from __future__ import annotations
 
 import json
+import re
 import time
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable
+from typing import Iterable, Iterator
 
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
 
@@ -57,7 +58,7 @@ class TokenizerSummary:
 def build_wordpiece_tokenizer(config: TokenizerConfig, vocab: dict[str, int] | None = None) -> Tokenizer:
     """A tokenizer with BERT's normaliser, pre-tokeniser and decoder; untrained when ``vocab`` is None."""
     tokenizer = Tokenizer(models.WordPiece(vocab=vocab, unk_token=UNK, continuing_subword_prefix="##",
-                                           max_input_chars_per_word=100))
+                                           max_input_chars_per_word=MAX_WORD_CHARACTERS))
     tokenizer.normalizer = normalizers.BertNormalizer(
         clean_text=True, handle_chinese_chars=True, strip_accents=config.accents_stripped,
         lowercase=config.lowercase)
@@ -79,7 +80,8 @@ def train_tokenizer(config: TokenizerConfig, show_progress: bool = True) -> Toke
     started = time.perf_counter()
     stats = CorpusStats()
     tokenizer = build_wordpiece_tokenizer(config)
-    alphabet = _count_alphabet(tokenizer, read_documents(config, sources, stats), config.limit_alphabet)
+    alphabet = _count_alphabet(tokenizer, _without_overlong_words(read_documents(config, sources, stats)),
+                               config.limit_alphabet)
     if stats.paragraphs == 0:
         raise BertpreError(f"{', '.join(config.inputs)}: the corpus is empty (no text after cleaning)")
     special_tokens = list(SPECIAL_TOKENS) + list(config.extra_special_tokens)
@@ -91,7 +93,8 @@ def train_tokenizer(config: TokenizerConfig, show_progress: bool = True) -> Toke
         vocab_size=config.vocab_size, min_frequency=config.min_frequency,
         show_progress=show_progress, special_tokens=pinned, initial_alphabet=alphabet,
         limit_alphabet=len(alphabet), continuing_subword_prefix="##")
-    tokenizer.train_from_iterator(iter_paragraph_batches(read_documents(config, sources)), trainer=trainer)
+    tokenizer.train_from_iterator(iter_paragraph_batches(_without_overlong_words(read_documents(config, sources))),
+                                  trainer=trainer)
     warn_about_replaced_bytes(stats)
     vocab = _canonical_vocabulary(tokenizer.get_vocab(), special_tokens, alphabet, config.vocab_size)
     tokenizer = build_wordpiece_tokenizer(config, vocab)
@@ -101,6 +104,20 @@ def train_tokenizer(config: TokenizerConfig, show_progress: bool = True) -> Toke
         save_tokenizer_files(tokenizer, config, staging)
     return TokenizerSummary(str(output), tokenizer.get_vocab_size(), config.vocab_size, stats.documents,
                             stats.paragraphs, stats.characters, time.perf_counter() - started)
+
+
+MAX_WORD_CHARACTERS = 100
+"""BERT's WordPiece reads a longer word as [UNK] (``max_input_chars_per_word``), so it never learns from one."""
+# A run of characters that BERT's pre-tokenizer keeps as one word: no whitespace, no ASCII punctuation.
+_OVERLONG_WORD = re.compile(r"[^\s!-/:-@\[-`{-~]{%d,}" % (MAX_WORD_CHARACTERS + 1))
+
+
+def _without_overlong_words(documents: Iterable[Document]) -> Iterator[Document]:
+    """Documents with words longer than WordPiece reads blanked out: the trainer's cost grows with the
+    square of a word's length (a 1 MB line without spaces took minutes), and such a word is [UNK]."""
+    for document in documents:
+        document.paragraphs = [_OVERLONG_WORD.sub(" ", paragraph) for paragraph in document.paragraphs]
+        yield document
 
 
 def _count_alphabet(tokenizer: Tokenizer, documents: Iterable[Document], limit: int) -> list[str]:

@@ -161,3 +161,15 @@ def test_non_empty_output_directory_is_not_overwritten_unless_asked(tmp_path: Pa
         train([small_corpus], output, vocab_size=300)
     train([small_corpus], output, vocab_size=300, overwrite=True)
     assert (output / "keep.txt").read_text() == "mine" and (output / "vocab.txt").exists()
+
+
+def test_words_longer_than_wordpiece_reads_are_left_out_of_training(tmp_path: Path, small_corpus: Path) -> None:
+    # Such a word is [UNK] for WordPiece; the trainer's cost grows with the square of its length.
+    rng = __import__("random").Random(0)
+    blob = tmp_path / "blob.txt"
+    blob.write_text("".join(rng.choice("abcdefghij") for _ in range(300_000)) + "\n", encoding="utf-8")
+    train([small_corpus], tmp_path / "plain", vocab_size=300, min_frequency=1)
+    train([small_corpus, blob], tmp_path / "with-blob", vocab_size=300, min_frequency=1)
+    assert (tmp_path / "with-blob" / "vocab.txt").read_text() == (tmp_path / "plain" / "vocab.txt").read_text()
+    tokenizer = AutoTokenizer.from_pretrained(tmp_path / "with-blob")
+    assert tokenizer.tokenize("x" * 101) == ["[UNK]"]
