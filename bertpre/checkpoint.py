@@ -59,6 +59,8 @@ class TrainerState:
     consecutive_nonfinite: int = 0
     elapsed_seconds: float = 0.0
     last_eval: dict[str, float] = field(default_factory=dict)
+    # held-out MLM accuracy threshold → when it was first reached: step, tokens_seen, elapsed_seconds
+    milestones: dict[str, dict[str, float]] = field(default_factory=dict)
     rank_checksums: list[float] = field(default_factory=list)
 
 
@@ -98,11 +100,16 @@ def resolve_checkpoint(path: str | Path, step: str = "latest") -> Path:
     return wanted[0]
 
 
-def load_model_weights(checkpoint: Path, model: nn.Module) -> None:
-    """Load a checkpoint's weights into ``model``, refusing weights that do not fit its config."""
+def read_checkpoint_weights(checkpoint: Path) -> dict[str, torch.Tensor]:
+    """A checkpoint's model weights, under our parameter names (the tied decoder left out)."""
     from safetensors.torch import load_file
 
-    missing, unexpected = model.load_state_dict(load_file(str(checkpoint / WEIGHTS_FILE)), strict=False)
+    return load_file(str(checkpoint / WEIGHTS_FILE))
+
+
+def load_model_weights(checkpoint: Path, model: nn.Module) -> None:
+    """Load a checkpoint's weights into ``model``, refusing weights that do not fit its config."""
+    missing, unexpected = model.load_state_dict(read_checkpoint_weights(checkpoint), strict=False)
     if unexpected or set(missing) - {TIED_KEY}:
         raise BertpreError(f"{checkpoint}: weights do not fit the model config (missing {missing[:3]}, "
                            f"unexpected {unexpected[:3]}); use the config it was saved with")

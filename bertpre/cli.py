@@ -114,9 +114,12 @@ def _run_export(args: argparse.Namespace) -> int:
 
 
 def _run_finetune(args: argparse.Namespace) -> int:
+    from bertpre.comparison import compare_finetunes, wants_several_runs
     from bertpre.finetune import finetune
 
-    print(finetune(config_from_args(FinetuneConfig, args), show_progress=sys.stderr.isatty()).table())
+    config = config_from_args(FinetuneConfig, args)
+    run = compare_finetunes if wants_several_runs(config) else finetune
+    print(run(config, show_progress=sys.stderr.isatty()).table())
     return 0
 
 

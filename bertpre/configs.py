@@ -254,7 +254,9 @@ class ScheduleOptions:
     max_steps: Optional[int] = option(None, "Stop after this many optimizer steps.")
     max_tokens: Optional[int] = option(None, "Stop after this many tokens (padding excluded); sets the "
                                        "schedule length when max_steps is unset.")
-    max_minutes: Optional[float] = option(None, "Stop (with a checkpoint) after this much wall time.")
+    max_minutes: Optional[float] = option(None, "Stop (with a checkpoint) after this much wall time. Alone (no "
+                                          "max_steps or max_tokens) it is the schedule's length too: the learning "
+                                          "rate decays with the share of the time budget spent.")
     schedule_steps: Optional[int] = option(None, "Length of the learning-rate schedule, when it should differ "
                                            "from max_steps (a run done in chunks: stop at max_steps, resume "
                                            "later with a larger one).")
@@ -262,8 +264,13 @@ class ScheduleOptions:
     def __post_init__(self) -> None:
         if self.warmup_steps < 0:
             raise ConfigError(f"warmup_steps: must be 0 or more, got {self.warmup_steps}")
-        if self.max_steps is None and self.max_tokens is None:
-            raise ConfigError("max_steps: set max_steps or max_tokens (the learning-rate schedule needs a length)")
+        if self.max_steps is None and self.max_tokens is None and self.max_minutes is None:
+            raise ConfigError("max_steps: set max_steps, max_tokens or max_minutes (the learning-rate schedule needs "
+                              "a length)")
+        for name in ("max_tokens", "max_minutes", "schedule_steps"):
+            value = getattr(self, name)
+            if value is not None and not value > 0:
+                raise ConfigError(f"{name}: must be positive, got {value}")
         if self.max_steps is not None and self.max_steps < 1:
             raise ConfigError("max_steps: must be at least 1")
 
@@ -332,6 +339,12 @@ class PretrainConfig:
     output: str = option("runs/pretrain", "Run directory: checkpoints, metrics.jsonl, TensorBoard logs.")
     model: ModelConfig = option(ModelConfig(), "Model shape; a mapping or the path of a configs/model YAML.")
     seed: int = option(42, "Seed of initialisation, data order, masking and dropout.")
+    objective: Literal["mlm_nsp", "mlm"] = option("mlm_nsp", "Masked-LM + next-sentence prediction (BERT), or masked-LM "
+                                                  "only (RoBERTa, cramming, ModernBERT: no NSP head, no pooler; "
+                                                  "exported as BertForMaskedLM).")
+    init_from: Optional[str] = option(None, "Start from these weights instead of random ones: any Hugging Face BERT "
+                                      "directory (continued pretraining; its config replaces `model`) or a bertpre "
+                                      "checkpoint (a new phase). Optimizer, schedule and step count start anew.")
     batches: BatchOptions = group(BatchOptions, "Batch sizes, length bucketing, loading workers.")
     masking: MaskingOptions = group(MaskingOptions, "Masked-LM corruption.")
     optimization: OptimizationOptions = group(OptimizationOptions, "Optimizer and its hyper-parameters.")
@@ -387,6 +400,12 @@ class FinetuneConfig:
     max_train_samples: Optional[int] = option(None, "Train on a seeded random subset of this many rows.")
     early_stopping_patience: Optional[int] = option(None, "Stop after this many epochs without a better metric.")
     seed: int = option(0, "Seed of initialisation, shuffling and dropout.")
+    seeds: list[int] = option([], "Fine-tune once per seed and report the mean and spread (outputs under seed-N/); "
+                              "empty: `seed` once.")
+    init: Literal["pretrained", "random"] = option("pretrained", "Start from the model's weights, or from BERT's random "
+                                                   "initialisation of the same architecture (a baseline).")
+    compare_random_init: bool = option(False, "Did pretraining pay? Also fine-tune the same architecture from random "
+                                       "initialisation with identical settings and seeds; report both and the gain.")
     mixed_precision: Literal["no", "bf16", "fp16"] = option("bf16", "Mixed precision on GPU (CPU runs use fp32).")
     unpad_inputs: bool = option(False, "Skip padding outside attention (same result; faster on batches "
                                 "padded to their longest example).")

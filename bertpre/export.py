@@ -24,9 +24,9 @@ def export_checkpoint(config: ExportConfig) -> Path:
     """Export a pretraining checkpoint with its tokenizer and a model card."""
     checkpoint = resolve_checkpoint(config.checkpoint, config.step)
     bert = BertConfig.from_json_file(str(checkpoint / MODEL_CONFIG_FILE))
-    model = BertForPreTraining(bert)
-    load_model_weights(checkpoint, model)
     run = load_config(PretrainConfig, checkpoint / RUN_CONFIG_FILE)
+    model = BertForPreTraining(bert, next_sentence=run.objective == "mlm_nsp")
+    load_model_weights(checkpoint, model)
     state = read_trainer_state(checkpoint)
     tokenizer = config.tokenizer
     if tokenizer is None:

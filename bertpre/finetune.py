@@ -180,7 +180,7 @@ def build(config: FinetuneConfig) -> _Run:
     if not task.regression:
         overrides.update(id2label=id2label, label2id={name: i for i, name in id2label.items()})
     model, report = load_pretrained(config.model, task="classification", num_labels=num_labels,
-                                    unpad_inputs=config.unpad_inputs, **overrides)
+                                    unpad_inputs=config.unpad_inputs, random_init=config.init == "random", **overrides)
     accelerator.print(f"loaded {config.model}: {report.describe()}")
     tokenizer = AutoTokenizer.from_pretrained(config.model)
     to_id = {raw: i for i, raw in enumerate(task.label_list)}

@@ -40,7 +40,7 @@ def export_model(model: nn.Module, output: str | Path, tokenizer_dir: str | Path
         _check_tokenizer_matches(config, Path(tokenizer_dir))
     with atomic_directory(output, overwrite=overwrite) as staging:
         architecture = ("BertForSequenceClassification" if isinstance(model, BertForSequenceClassification)
-                        else "BertForPreTraining")
+                        else "BertForPreTraining" if model.nsp is not None else "BertForMaskedLM")
         hf_config = BertConfig.from_dict({**config.to_dict(), "architectures": [architecture]})
         hf_config.save_pretrained(str(staging))
         save_file(to_hf_state_dict(model), str(staging / WEIGHTS_FILE), metadata={"format": "pt"})
@@ -110,12 +110,14 @@ def read_safetensors(directory: str | Path) -> dict[str, Tensor]:
 
 
 def load_pretrained(directory: str | Path, task: str = "pretraining", num_labels: int = 2,
-                    unpad_inputs: bool = False, **config_overrides: object) -> tuple[nn.Module, ImportReport]:
+                    unpad_inputs: bool = False, random_init: bool = False,
+                    **config_overrides: object) -> tuple[nn.Module, ImportReport]:
     """Load any Hugging Face BERT directory into our model.
 
     ``task`` is ``"pretraining"`` (masked-LM + NSP heads) or ``"classification"`` (``num_labels``
     outputs; 1 = regression). Heads missing from the checkpoint start from BERT's initialisation
-    and are named in the report. ``unpad_inputs`` is the model's runtime option of that name.
+    and are named in the report. ``unpad_inputs`` is the model's runtime option of that name. With
+    ``random_init`` only the configuration is read: the same architecture, initialised as BERT is.
     """
     if task == "classification":
         overrides = {"num_labels": num_labels, **config_overrides}
@@ -126,25 +128,35 @@ def load_pretrained(directory: str | Path, task: str = "pretraining", num_labels
         model = BertForPreTraining(config, unpad_inputs)
     else:
         raise ValueError(f"task must be 'pretraining' or 'classification', got {task!r}")
+    if random_init:
+        return model, ImportReport(newly_initialized=["every weight (random initialisation)"])
     converted, unused = from_hf_state_dict(read_safetensors(directory))
     if task == "classification" and "classifier.weight" in converted:
         if converted["classifier.weight"].shape[0] != config.num_labels:
             unused += ["classifier.weight", "classifier.bias"]
             converted.pop("classifier.weight")
             converted.pop("classifier.bias", None)
+    report = load_encoder_weights(model, converted, directory)
+    report.unused = sorted(report.unused + unused)
+    return model, report
+
+
+def load_encoder_weights(model: nn.Module, tensors: dict[str, Tensor], source: str | Path) -> ImportReport:
+    """Load ``tensors`` (our parameter names) into ``model``: the encoder must be complete and fit;
+    heads the source lacks keep their initialisation and are named in the report."""
     expected = {name for name in model.state_dict() if name != TIED_KEY}
-    useful = {name: tensor for name, tensor in converted.items() if name in expected}
-    unused += [name for name in converted if name not in expected]
-    _check_shapes(model, useful, directory)
+    useful = {name: tensor for name, tensor in tensors.items() if name in expected}
+    unused = [name for name in tensors if name not in expected and name != TIED_KEY]
+    _check_shapes(model, useful, source)
     missing = sorted(expected - set(useful))
     core_missing = [name for name in missing if not name.startswith(tuple(HEAD_PREFIXES))]
     if core_missing:
-        raise BertpreError(f"{directory}: checkpoint lacks encoder weights ({', '.join(core_missing[:3])}…); "
+        raise BertpreError(f"{source}: checkpoint lacks encoder weights ({', '.join(core_missing[:3])}…); "
                            "is it a complete BERT model?")
     model.load_state_dict(useful, strict=False)
     newly = sorted({label for prefix, label in HEAD_PREFIXES.items()
                     if any(name.startswith(prefix) for name in missing)})
-    return model, ImportReport(newly_initialized=newly, unused=sorted(unused))
+    return ImportReport(newly_initialized=newly, unused=sorted(unused))
 
 
 def _check_shapes(model: nn.Module, tensors: dict[str, Tensor], directory: str | Path) -> None:

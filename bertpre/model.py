@@ -159,12 +159,13 @@ class BertEncoder(nn.Module):
     up to float rounding, with zeros instead of meaningless states at padding positions.
     """
 
-    def __init__(self, config: BertConfig, unpad_inputs: bool = False) -> None:
+    def __init__(self, config: BertConfig, unpad_inputs: bool = False, pooler: bool = True) -> None:
         super().__init__()
         self.unpad_inputs = unpad_inputs
         self.embeddings = Embeddings(config)
         self.layers = nn.ModuleList(EncoderLayer(config) for _ in range(config.num_hidden_layers))
-        self.pooler = nn.Linear(config.hidden_size, config.hidden_size)
+        # A masked-LM-only model has no pooler, as transformers' BertForMaskedLM.
+        self.pooler = nn.Linear(config.hidden_size, config.hidden_size) if pooler else None
 
     def forward(self, input_ids: Tensor, token_type_ids: Optional[Tensor] = None,
                 attention_mask: Optional[Tensor] = None) -> Tensor:
@@ -222,20 +223,24 @@ class PreTrainingOutput:
     mlm_loss: Optional[Tensor]
     nsp_loss: Optional[Tensor]
     mlm_logits: Tensor
-    nsp_logits: Tensor
+    nsp_logits: Optional[Tensor]
     masked_labels: Optional[Tensor] = None
     hidden_states: Optional[Tensor] = None
 
 
 class BertForPreTraining(nn.Module):
-    """BERT with the masked-LM and next-sentence heads; the loss is their sum, as in the reference."""
+    """BERT with the masked-LM and next-sentence heads; the loss is their sum, as in the reference.
 
-    def __init__(self, config: BertConfig, unpad_inputs: bool = False) -> None:
+    With ``next_sentence=False`` it is masked-LM only (RoBERTa-style): no pooler, no NSP head, the
+    parameters of transformers' ``BertForMaskedLM``.
+    """
+
+    def __init__(self, config: BertConfig, unpad_inputs: bool = False, next_sentence: bool = True) -> None:
         super().__init__()
         self.config = config
-        self.bert = BertEncoder(config, unpad_inputs)
+        self.bert = BertEncoder(config, unpad_inputs, pooler=next_sentence)
         self.mlm = MaskedLMHead(config, self.bert.embeddings.word)
-        self.nsp = nn.Linear(config.hidden_size, 2)
+        self.nsp = nn.Linear(config.hidden_size, 2) if next_sentence else None
         init_bert_weights(self, config.initializer_range)
 
     def forward(self, input_ids: Tensor, token_type_ids: Optional[Tensor] = None,
@@ -250,7 +255,7 @@ class BertForPreTraining(nn.Module):
         position (inference, fill-mask).
         """
         hidden = self.bert(input_ids, token_type_ids, attention_mask)
-        nsp_logits = self.nsp(self.bert.pool(hidden))
+        nsp_logits = self.nsp(self.bert.pool(hidden)) if self.nsp is not None else None
         if masked_positions is None and labels is not None:
             masked_positions = torch.nonzero(labels.flatten() != IGNORE_INDEX).flatten()
             masked_labels = labels.flatten()[masked_positions]
@@ -263,7 +268,7 @@ class BertForPreTraining(nn.Module):
         if masked_labels is not None:
             mlm_loss = F.cross_entropy(mlm_logits.float(), masked_labels)
             loss = mlm_loss
-        if next_sentence_label is not None:
+        if next_sentence_label is not None and nsp_logits is not None:
             nsp_loss = F.cross_entropy(nsp_logits.float(), next_sentence_label)
             loss = nsp_loss if loss is None else loss + nsp_loss
         return PreTrainingOutput(loss, mlm_loss, nsp_loss, mlm_logits, nsp_logits, masked_labels, hidden)

@@ -17,7 +17,8 @@ def pretraining_model_card(bert: BertConfig, run: Any, state: dict, checkpoint: 
         f"- architecture: BERT, {bert.num_hidden_layers} layers, hidden {bert.hidden_size}, "
         f"{bert.num_attention_heads} heads, feed-forward {bert.intermediate_size}, vocabulary {bert.vocab_size:,}",
         f"- objective: masked-LM ({run.masking.mlm_probability:.0%} of tokens, 80/10/10"
-        f"{', whole words' if run.masking.whole_word_mask else ''}) + next-sentence prediction",
+        f"{', whole words' if run.masking.whole_word_mask else ''})"
+        f"{' + next-sentence prediction' if run.objective == 'mlm_nsp' else ' only'}",
         f"- data: `{run.data}`",
         f"- steps: {state['step']:,} (global batch {run.batches.global_batch_size} sequences, {run.optimization.optimizer}, "
         f"peak learning rate {run.optimization.learning_rate})",

@@ -86,3 +86,54 @@ def build_scheduler(optimizer: torch.optim.Optimizer, warmup_steps: int, total_s
     """A per-step scheduler: linear warm-up over ``warmup_steps``, then ``schedule`` to ``total_steps``."""
     return torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda step: learning_rate_factor(step, warmup_steps, total_steps, schedule))
+
+
+class TimeBudgetSchedule:
+    """Linear warm-up over steps, then decay by the share of a wall-time budget spent since warm-up.
+
+    For runs given only ``max_minutes``: however fast the hardware, the learning rate reaches the end
+    of its decay when the time is up. ``clock`` returns the run's elapsed seconds (resumed runs
+    count the time before the interruption).
+    """
+
+    def __init__(self, optimizer: torch.optim.Optimizer, warmup_steps: int, budget_seconds: float,
+                 schedule: str, clock: Any) -> None:
+        self.optimizer, self.warmup_steps, self.budget_seconds = optimizer, warmup_steps, budget_seconds
+        self.schedule, self.clock = schedule, clock
+        self.base_lrs = [group["lr"] for group in optimizer.param_groups]
+        self.last_epoch, self.warmup_ended_at = 0, 0.0
+        self._apply(self._factor())  # warm-up 0 starts the decay at the clock's zero
+
+    def _factor(self) -> float:
+        if self.last_epoch < self.warmup_steps:
+            return (self.last_epoch + 1) / self.warmup_steps
+        if self.schedule == "constant":
+            return 1.0
+        progress = min(1.0, (self.clock() - self.warmup_ended_at) / max(self.budget_seconds - self.warmup_ended_at, 1e-9))
+        if self.schedule == "cosine":
+            return 0.5 * (1.0 + math.cos(math.pi * progress))
+        return max(0.0, 1.0 - progress)
+
+    def _apply(self, factor: float) -> None:
+        for group, base in zip(self.optimizer.param_groups, self.base_lrs):
+            group["lr"] = base * factor
+
+    def step(self) -> None:
+        """Advance one optimizer step and set the learning rate for the next."""
+        self.last_epoch += 1
+        if self.last_epoch == self.warmup_steps:
+            self.warmup_ended_at = self.clock()
+        self._apply(self._factor())
+
+    def get_last_lr(self) -> list[float]:
+        """The learning rates in force, as torch schedulers report them."""
+        return [group["lr"] for group in self.optimizer.param_groups]
+
+    def state_dict(self) -> dict[str, Any]:
+        """What a checkpoint keeps of the schedule."""
+        return {"last_epoch": self.last_epoch, "warmup_ended_at": self.warmup_ended_at, "base_lrs": self.base_lrs}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Continue a schedule saved by :meth:`state_dict`."""
+        self.last_epoch, self.warmup_ended_at, self.base_lrs = state["last_epoch"], state["warmup_ended_at"], state["base_lrs"]
+        self._apply(self._factor())

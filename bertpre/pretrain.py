@@ -34,17 +34,19 @@ from torch import nn
 
 from bertpre.accelerator import make_accelerator
 from bertpre.checkpoint import (CHECKPOINTS_DIR, RUN_CONFIG_FILE, TrainerState, checkpoint_name, is_complete,
-                                list_checkpoints, load_checkpoint, save_checkpoint)
-from bertpre.config import config_to_dict, save_config
+                                list_checkpoints, load_checkpoint, read_checkpoint_weights, save_checkpoint)
+from bertpre.config import config_to_dict, load_config, save_config
 from bertpre.configs import PretrainConfig
 from bertpre.data_order import BatchPlan, MicroBatches, micro_batch_loader
 from bertpre.dataset import PretrainingData, data_tokenizer_dir, read_data_metadata
 from bertpre.errors import BertpreError
 from bertpre.flops import gpu_peak_flops, training_flops_per_token
+from bertpre.hf_directory import load_encoder_weights, read_bert_config, read_safetensors
+from bertpre.hf_format import from_hf_state_dict
 from bertpre.masking import MaskingCollator
 from bertpre.metrics_log import METRICS_FILE, append_metrics, truncate_metrics
 from bertpre.model import BertForPreTraining, bert_config
-from bertpre.optim import build_optimizer, build_scheduler
+from bertpre.optim import TimeBudgetSchedule, build_optimizer, build_scheduler
 from bertpre.seeding import mix_seed
 
 
@@ -62,6 +64,7 @@ def evaluate(model: nn.Module, data: PretrainingData, collator: MaskingCollator,
     """
     model.eval()
     totals = torch.zeros(5, dtype=torch.float64, device=accelerator.device)  # loss·n, n, correct, nsp ok, pairs
+    with_nsp = accelerator.unwrap_model(model).nsp is not None
     batches = math.ceil(len(data) / batch_size)
     for index in range(accelerator.process_index, min(batches, max_batches), accelerator.num_processes):
         examples = [data.example(i) for i in range(index * batch_size, min(len(data), (index + 1) * batch_size))]
@@ -73,14 +76,17 @@ def evaluate(model: nn.Module, data: PretrainingData, collator: MaskingCollator,
         totals[0] += output.mlm_loss.double() * n
         totals[1] += n
         totals[2] += (output.mlm_logits.argmax(-1) == batch["masked_labels"]).sum()
-        totals[3] += (output.nsp_logits.argmax(-1) == batch["next_sentence_label"]).sum()
+        if with_nsp:
+            totals[3] += (output.nsp_logits.argmax(-1) == batch["next_sentence_label"]).sum()
         totals[4] += len(examples)
     totals = accelerator.reduce(totals, "sum")
     model.train()
     loss = (totals[0] / totals[1].clamp(min=1)).item()
-    return {"eval_mlm_loss": loss, "eval_mlm_accuracy": (totals[2] / totals[1].clamp(min=1)).item(),
-            "eval_nsp_accuracy": (totals[3] / totals[4].clamp(min=1)).item(),
-            "eval_perplexity": math.exp(min(loss, 50.0))}
+    results = {"eval_mlm_loss": loss, "eval_mlm_accuracy": (totals[2] / totals[1].clamp(min=1)).item(),
+               "eval_perplexity": math.exp(min(loss, 50.0))}
+    if with_nsp:
+        results["eval_nsp_accuracy"] = (totals[3] / totals[4].clamp(min=1)).item()
+    return results
 
 
 # --------------------------------------------------------------------------------------------
@@ -169,7 +175,8 @@ def build(config: PretrainConfig) -> _Run:
     """Check the data against the model, then make the accelerator, data, model, optimizer and
     schedule, and restore the newest checkpoint when resuming."""
     metadata = read_data_metadata(config.data)
-    _check_data_fits_model(config, metadata)
+    bert = _model_config(config)
+    _check_data_fits_model(config, bert, metadata)
     output = Path(config.output)
     _clear_earlier_run_if_asked(config, output)
     accelerator = make_accelerator(config.output, config.runtime.cpu, config.runtime.mixed_precision)
@@ -189,24 +196,30 @@ def build(config: PretrainConfig) -> _Run:
     plan = BatchPlan(len(train_data), batches.global_batch_size, batches.per_device_batch_size, world, config.seed,
                      lengths=train_data.lengths() if batches.bucket_by_length else None)
     schedule = config.schedule
-    mean_length = float(train_data.lengths().mean())
-    total_steps = schedule.max_steps or math.ceil(schedule.max_tokens / (batches.global_batch_size * mean_length))
+    total_steps = _total_steps(config, train_data)
 
-    model = BertForPreTraining(bert_config(config.model), unpad_inputs=config.runtime.unpad_inputs)
+    model = BertForPreTraining(bert, unpad_inputs=config.runtime.unpad_inputs,
+                               next_sentence=config.objective == "mlm_nsp")
+    resume_from = _resume_point(config)
+    if config.init_from and resume_from is None:
+        accelerator.print(_load_initial_weights(config.init_from, model))
     optimization = config.optimization
     optimizer = build_optimizer(model, optimization.optimizer, optimization.learning_rate, optimization.weight_decay,
                                 (optimization.adam_beta1, optimization.adam_beta2), optimization.adam_epsilon,
                                 accelerator.device)
-    scheduler = build_scheduler(optimizer, schedule.warmup_steps, schedule.schedule_steps or total_steps,
-                                schedule.lr_schedule)
+    state = TrainerState()
+    if total_steps == _UNBOUNDED:
+        scheduler: Any = TimeBudgetSchedule(optimizer, schedule.warmup_steps, schedule.max_minutes * 60,
+                                            schedule.lr_schedule, clock=lambda: state.elapsed_seconds)
+    else:
+        scheduler = build_scheduler(optimizer, schedule.warmup_steps, schedule.schedule_steps or total_steps,
+                                    schedule.lr_schedule)
     model, optimizer = accelerator.prepare(model, optimizer)
     if config.runtime.compile:
         model = torch.compile(model)
 
-    state = TrainerState()
-    resume_from = _resume_point(config)
     if resume_from is not None:
-        state = load_checkpoint(resume_from, accelerator, model, optimizer, scheduler)
+        vars(state).update(vars(load_checkpoint(resume_from, accelerator, model, optimizer, scheduler)))
         accelerator.print(f"resumed from {resume_from} at step {state.step}")
         if accelerator.is_main_process:
             truncate_metrics(output / METRICS_FILE, state.step)
@@ -215,8 +228,7 @@ def build(config: PretrainConfig) -> _Run:
         save_config(config, output / RUN_CONFIG_FILE)
     accelerator.init_trackers("tensorboard", config={k: v for k, v in _flat(config_to_dict(config)).items()
                                                      if isinstance(v, (int, float, str, bool))})
-    flops_per_token = training_flops_per_token(bert_config(config.model), train_data.max_seq_length,
-                                               config.masking.mlm_probability)
+    flops_per_token = training_flops_per_token(bert, train_data.max_seq_length, config.masking.mlm_probability)
     peak = gpu_peak_flops(torch.cuda.get_device_name()) if accelerator.device.type == "cuda" else None
     return _Run(config, accelerator, model, optimizer, scheduler, collator, train_data, eval_data, plan, total_steps,
                 state, flops_per_token, peak)
@@ -232,7 +244,8 @@ def fit(run: _Run, show_progress: bool = True) -> tuple[str, dict[str, float], b
     dataset = MicroBatches(run.train_data, run.plan, run.collator, accelerator.process_index)
     batches = micro_batch_loader(dataset, state.step * accumulation, run.total_steps * accumulation,
                                  config.batches.num_workers)
-    progress = _progress_bar(show_progress and accelerator.is_local_main_process, state.step, run.total_steps)
+    progress = _progress_bar(show_progress and accelerator.is_local_main_process, state.step,
+                             run.total_steps if run.total_steps != _UNBOUNDED else None)
     last_metrics: dict[str, float] = {}
     stopped_because = "max_steps reached"
     window = _ThroughputWindow()
@@ -242,10 +255,10 @@ def fit(run: _Run, show_progress: bool = True) -> tuple[str, dict[str, float], b
     with _StopRequests() as stop_requests:
         while state.step < run.total_steps:
             step_metrics = _train_step(model, run.optimizer, batches, accelerator, accumulation, config)
+            state.elapsed_seconds = elapsed_before + time.perf_counter() - run_started
             run.scheduler.step()
             _update_state(state, step_metrics, config, world)
             window.add(step_metrics["tokens"] * world, step_metrics["sequences"] * world)
-            state.elapsed_seconds = elapsed_before + time.perf_counter() - run_started
             if step_metrics["skipped"]:
                 accelerator.print(f"step {state.step}: non-finite loss or gradients, step skipped "
                                   f"({state.consecutive_nonfinite} in a row)")
@@ -292,19 +305,58 @@ def finish(run: _Run, stopped_because: str, last_metrics: dict[str, float], stop
                            str(checkpoint), time.perf_counter() - started)
 
 
-def _check_data_fits_model(config: PretrainConfig, metadata: dict[str, Any]) -> None:
-    vocab = metadata["tokenizer"]["vocab_size"]
-    if config.model.vocab_size != vocab:
-        raise BertpreError(f"model.vocab_size: {config.model.vocab_size} differs from the tokenizer the data was "
-                           f"prepared with ({vocab} tokens, {metadata['tokenizer']['path']}); set "
-                           f"--model.vocab-size {vocab}")
-    pad_id = metadata["tokenizer"].get("pad_id", 0)
-    if config.model.pad_token_id != pad_id:
-        raise BertpreError(f"model.pad_token_id: {config.model.pad_token_id} differs from the tokenizer's [PAD] id "
-                           f"{pad_id} ({metadata['tokenizer']['path']}); set --model.pad-token-id {pad_id}")
-    if metadata["max_seq_length"] > config.model.max_position_embeddings:
-        raise BertpreError(f"model.max_position_embeddings: {config.model.max_position_embeddings} is shorter "
-                           f"than the prepared max_seq_length {metadata['max_seq_length']}")
+def _model_config(config: PretrainConfig) -> Any:
+    """The BertConfig to train: ``init_from``'s own when starting from weights, else ``config.model``."""
+    if config.init_from is None:
+        return bert_config(config.model)
+    path = Path(config.init_from)
+    if is_complete(path):  # a bertpre checkpoint
+        return read_bert_config(path)
+    return read_bert_config(path, architectures=None)
+
+
+def _check_data_fits_model(config: PretrainConfig, bert: Any, metadata: dict[str, Any]) -> None:
+    tokenizer = metadata["tokenizer"]
+    checks = [("vocab_size", tokenizer["vocab_size"], f"the tokenizer the data was prepared with "
+               f"({tokenizer['vocab_size']} tokens, {tokenizer['path']})"),
+              ("pad_token_id", tokenizer.get("pad_id", 0), f"the tokenizer's [PAD] id ({tokenizer['path']})")]
+    for field_name, wanted, what in checks:
+        if getattr(bert, field_name) != wanted:
+            if config.init_from:
+                raise BertpreError(f"{config.init_from}/config.json: {field_name} {getattr(bert, field_name)} differs "
+                                   f"from {what}; prepare the data with the tokenizer of {config.init_from}")
+            raise BertpreError(f"model.{field_name}: {getattr(bert, field_name)} differs from {what}; set "
+                               f"--model.{field_name.replace('_', '-')} {wanted}")
+    if metadata["max_seq_length"] > bert.max_position_embeddings:
+        raise BertpreError(f"model.max_position_embeddings: {bert.max_position_embeddings} is shorter than the "
+                           f"prepared max_seq_length {metadata['max_seq_length']}")
+
+
+_UNBOUNDED = 2**62  # a run with only a time budget: the loop ends when the time is up
+
+
+def _total_steps(config: PretrainConfig, train_data: PretrainingData) -> int:
+    schedule = config.schedule
+    if schedule.max_steps:
+        return schedule.max_steps
+    if schedule.max_tokens:
+        mean_length = float(train_data.lengths().mean())
+        return math.ceil(schedule.max_tokens / (config.batches.global_batch_size * mean_length))
+    return _UNBOUNDED
+
+
+def _load_initial_weights(source: str, model: BertForPreTraining) -> str:
+    """Weights from a bertpre checkpoint or a Hugging Face directory into ``model``; what was loaded, in a line."""
+    path = Path(source)
+    if is_complete(path):
+        tensors = {name: tensor for name, tensor in read_checkpoint_weights(path).items()}
+        kind = "a bertpre checkpoint: a new phase"
+    else:
+        tensors, _ = from_hf_state_dict(read_safetensors(path))
+        kind = "a Hugging Face model: continued pretraining"
+    report = load_encoder_weights(model, tensors, path)
+    return (f"initialised from {path} ({kind}; {report.describe()}); optimizer, learning-rate schedule and step "
+            "count start anew")
 
 
 def _clear_earlier_run_if_asked(config: PretrainConfig, output: Path) -> None:
@@ -326,7 +378,25 @@ def _resume_point(config: PretrainConfig) -> Optional[Path]:
     path = Path(resume)
     if not is_complete(path):
         raise BertpreError(f"resume: {path} is not a complete checkpoint directory")
+    _refuse_resuming_into_another_recipe(config, path)
     return path
+
+
+def _refuse_resuming_into_another_recipe(config: PretrainConfig, checkpoint: Path) -> None:
+    """Resuming continues a run exactly, schedule included: a checkpoint saved with another optimizer or
+    schedule would silently keep its own (a phase 2 that ran at phase 1's decayed rate)."""
+    saved = load_config(PretrainConfig, checkpoint / RUN_CONFIG_FILE)
+    differing = [name for name in ("optimization", "schedule")
+                 if _recipe_of(getattr(saved, name)) != _recipe_of(getattr(config, name))]
+    if differing:
+        raise BertpreError(f"resume: {checkpoint} was saved with another {' and '.join(differing)} recipe; resuming "
+                           "continues that run's schedule exactly. To start a new phase from its weights, with this "
+                           f"recipe's schedule from step 0, use --init-from {checkpoint} --resume auto")
+
+
+def _recipe_of(options: Any) -> dict[str, Any]:
+    # Budgets may grow when a run is continued in chunks; the rest is the recipe.
+    return {k: v for k, v in vars(options).items() if k not in ("max_steps", "max_tokens", "max_minutes")}
 
 
 def _train_step(model: nn.Module, optimizer: Any, batches: Iterator[dict], accelerator: Any,
@@ -335,6 +405,7 @@ def _train_step(model: nn.Module, optimizer: Any, batches: Iterator[dict], accel
     sums = {"mlm_loss": 0.0, "nsp_loss": 0.0, "mlm_correct": 0, "masked": 0, "tokens": 0, "sequences": 0,
             "slots": 0}
     finite = True
+    with_nsp = config.objective == "mlm_nsp"
     for micro_step in range(accumulation):
         batch = {k: v.to(accelerator.device, non_blocking=True) for k, v in next(batches).items()}
         sync = micro_step == accumulation - 1
@@ -343,12 +414,14 @@ def _train_step(model: nn.Module, optimizer: Any, batches: Iterator[dict], accel
             with accelerator.autocast():
                 output = model(input_ids=batch["input_ids"], token_type_ids=batch["token_type_ids"],
                                attention_mask=batch["attention_mask"], masked_positions=batch["masked_positions"],
-                               masked_labels=batch["masked_labels"], next_sentence_label=batch["next_sentence_label"])
+                               masked_labels=batch["masked_labels"],
+                               next_sentence_label=batch["next_sentence_label"] if with_nsp else None)
             loss = output.loss
             finite &= bool(torch.isfinite(loss.detach()))
             accelerator.backward(loss / accumulation)
         sums["mlm_loss"] += output.mlm_loss.detach().item() / accumulation
-        sums["nsp_loss"] += output.nsp_loss.detach().item() / accumulation
+        if with_nsp:
+            sums["nsp_loss"] += output.nsp_loss.detach().item() / accumulation
         sums["mlm_correct"] += int((output.mlm_logits.detach().argmax(-1) == batch["masked_labels"]).sum())
         sums["masked"] += batch["masked_labels"].numel()
         sums["tokens"] += int(batch["attention_mask"].sum())
@@ -436,8 +509,26 @@ def _run_evaluation(run: _Run) -> None:
                        config.logging.eval_batches, config.seed)
     state.last_eval = {**results, "step": state.step}
     accelerator.log({f"eval/{k[5:]}": v for k, v in results.items()}, step=state.step)
+    reached = _new_milestones(state, results["eval_mlm_accuracy"])
     if accelerator.is_main_process:
-        append_metrics(config.output, {"step": state.step, "tokens_seen": state.tokens_seen, **results})
+        append_metrics(config.output, {"step": state.step, "tokens_seen": state.tokens_seen,
+                                       "elapsed_seconds": state.elapsed_seconds, **results})
+        for threshold in reached:
+            append_metrics(config.output, {"step": state.step, "mlm_accuracy_milestone": threshold,
+                                           "tokens_seen": state.tokens_seen, "elapsed_seconds": state.elapsed_seconds})
+
+
+ACCURACY_MILESTONES = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6)
+"""Held-out MLM accuracies whose first crossing (time to accuracy) a run records."""
+
+
+def _new_milestones(state: TrainerState, accuracy: float) -> list[float]:
+    """Record the thresholds this evaluation crossed first; return them."""
+    reached = [t for t in ACCURACY_MILESTONES if accuracy >= t and f"{t:.1f}" not in state.milestones]
+    for threshold in reached:
+        state.milestones[f"{threshold:.1f}"] = {"step": state.step, "tokens_seen": state.tokens_seen,
+                                                 "elapsed_seconds": state.elapsed_seconds}
+    return reached
 
 
 def _stop_reason(state: TrainerState, config: PretrainConfig, stop_requests: _StopRequests, accelerator: Any) -> str:
@@ -483,7 +574,7 @@ def _flat(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return flat
 
 
-def _progress_bar(enabled: bool, initial: int, total: int) -> Any:
+def _progress_bar(enabled: bool, initial: int, total: Optional[int]) -> Any:
     from tqdm.auto import tqdm
 
     return tqdm(total=total, initial=initial, disable=not enabled, desc="pretrain", unit="step", dynamic_ncols=True)

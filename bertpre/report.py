@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import base64
 import html
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
@@ -12,13 +12,15 @@ from bertpre.checkpoint import list_checkpoints
 from bertpre.errors import BertpreError
 from bertpre.metrics_log import METRICS_FILE, read_metrics
 
-_PANELS = [  # (title, [(metric key, label)], y-axis label)
-    ("Loss", [("mlm_loss", "MLM (train)"), ("eval_mlm_loss", "MLM (eval)"), ("nsp_loss", "NSP (train)")], "loss"),
+_PANELS = [  # (title, [(metric key, label)], y-axis label, x-axis key)
+    ("Loss", [("mlm_loss", "MLM (train)"), ("eval_mlm_loss", "MLM (eval)"), ("nsp_loss", "NSP (train)")], "loss", "step"),
     ("Accuracy", [("mlm_accuracy", "MLM (train)"), ("eval_mlm_accuracy", "MLM (eval)"),
-                  ("eval_nsp_accuracy", "NSP (eval)")], "accuracy"),
-    ("Learning rate", [("learning_rate", "learning rate")], "learning rate"),
-    ("Throughput", [("tokens_per_second", "tokens/s")], "tokens / second"),
+                  ("eval_nsp_accuracy", "NSP (eval)")], "accuracy", "step"),
+    ("Time to accuracy", [("eval_mlm_accuracy", "MLM (eval)")], "held-out MLM accuracy", "elapsed_seconds"),
+    ("Learning rate", [("learning_rate", "learning rate")], "learning rate", "step"),
+    ("Throughput", [("tokens_per_second", "tokens/s")], "tokens / second", "step"),
 ]
+_AXIS_NAMES = {"step": "step", "elapsed_seconds": "wall time (s)"}
 
 
 def plot_metrics(run: str | Path) -> Path:
@@ -30,19 +32,21 @@ def plot_metrics(run: str | Path) -> Path:
 
     run = Path(run)
     lines = read_metrics(run / METRICS_FILE)
-    figure, axes = plt.subplots(2, 2, figsize=(12, 8), constrained_layout=True)
-    for axis, (title, series, ylabel) in zip(axes.flat, _PANELS):
+    figure, axes = plt.subplots(2, 3, figsize=(16, 8), constrained_layout=True)
+    for axis, (title, series, ylabel, x_key) in zip(axes.flat, _PANELS):
         for key, label in series:
-            points = [(m["step"], m[key]) for m in lines if key in m]
+            points = [(m[x_key], m[key]) for m in lines if key in m and x_key in m]
             if points:
                 steps, values = zip(*points)
                 axis.plot(steps, values, marker="o" if len(points) < 30 else None, markersize=3, label=label)
         axis.set_title(title)
-        axis.set_xlabel("step")
+        axis.set_xlabel(_AXIS_NAMES[x_key])
         axis.set_ylabel(ylabel)
         axis.grid(alpha=0.3)
         if axis.get_legend_handles_labels()[0]:
             axis.legend()
+    for axis in list(axes.flat)[len(_PANELS):]:
+        axis.axis("off")
     figure.suptitle(f"bertpre run: {run.name}")
     output = run / "training.png"
     figure.savefig(output, dpi=110)
@@ -83,6 +87,7 @@ class RunStatus:
     checkpoints: list[Path]
     last_train: dict[str, Any]
     last_eval: dict[str, Any]
+    milestones: list[dict[str, Any]] = field(default_factory=list)
 
     def summary(self) -> dict[str, Any]:
         """Key facts, for tables."""
@@ -99,6 +104,9 @@ class RunStatus:
         for key, value in self.last_eval.items():
             if key.startswith("eval_"):
                 facts[key] = value
+        for milestone in self.milestones:
+            facts[f"MLM acc ≥ {milestone['mlm_accuracy_milestone']:.0%}"] = (
+                f"{milestone['elapsed_seconds']:.0f} s, {milestone['tokens_seen']:,} tokens, step {milestone['step']:,}")
         return facts
 
     def table(self) -> str:
@@ -118,4 +126,6 @@ def run_status(run: str | Path) -> RunStatus:
     evaluation = [m for m in metrics if "eval_mlm_loss" in m]
     if not metrics and not list_checkpoints(run):
         raise BertpreError(f"{run}: not a bertpre run (no metrics.jsonl, no checkpoints)")
-    return RunStatus(run, list_checkpoints(run), train[-1] if train else {}, evaluation[-1] if evaluation else {})
+    milestones = [m for m in metrics if "mlm_accuracy_milestone" in m]
+    return RunStatus(run, list_checkpoints(run), train[-1] if train else {}, evaluation[-1] if evaluation else {},
+                     milestones)

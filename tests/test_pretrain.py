@@ -116,7 +116,7 @@ def test_lamb_matches_the_formula_and_decay_skips_biases_and_layernorm() -> None
 def test_batch_sizes_and_budgets_are_validated() -> None:
     with pytest.raises(ConfigError, match="global_batch_size: 100 is not a multiple of per_device_batch_size=32"):
         load_config(PretrainConfig, None, {"global_batch_size": "100", "max_steps": "1"})
-    with pytest.raises(ConfigError, match="set max_steps or max_tokens"):
+    with pytest.raises(ConfigError, match="set max_steps, max_tokens or max_minutes"):
         load_config(PretrainConfig, None, {})
 
 

@@ -10,7 +10,7 @@ from .conftest import REPO
 
 PACKAGE = REPO / "bertpre"
 STAGES = {"tokenizer", "prepare", "pretrain", "export", "finetune", "predict"}
-RUNNERS = {"cli", "__main__", "quickstart", "glue"}  # they compose stages by design
+RUNNERS = {"cli", "__main__", "quickstart", "glue", "comparison"}  # they compose stages by design
 
 
 def bertpre_imports(path: Path) -> set[str]:
