@@ -8,11 +8,13 @@ last ``trainer_state.json``: a directory without it is never taken for a checkpo
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import random
 import re
 import shutil
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -24,6 +26,7 @@ from torch import nn
 from bertpre.config import save_config
 from bertpre.errors import BertpreError
 from bertpre.hf_format import TIED_KEY
+from bertpre.io import apply_umask
 
 if TYPE_CHECKING:
     from bertpre.configs import PretrainConfig
@@ -37,6 +40,7 @@ MODEL_CONFIG_FILE = "config.json"
 OPTIMIZER_FILE = "optimizer.pt"
 SCHEDULER_FILE = "scheduler.pt"
 SCALER_FILE = "scaler.pt"
+MANIFEST_FILE = "manifest.json"  # size and hash of every other file; written just before the state file
 
 
 def checkpoint_name(step: int) -> str:
@@ -104,7 +108,11 @@ def read_checkpoint_weights(checkpoint: Path) -> dict[str, torch.Tensor]:
     """A checkpoint's model weights, under our parameter names (the tied decoder left out)."""
     from safetensors.torch import load_file
 
-    return load_file(str(checkpoint / WEIGHTS_FILE))
+    try:
+        return load_file(str(checkpoint / WEIGHTS_FILE))
+    except Exception as error:  # safetensors raises its own error type for a damaged file
+        raise BertpreError(f"{checkpoint / WEIGHTS_FILE}: unreadable ({str(error).splitlines()[0][:80]}); the "
+                           "file is damaged or cut short") from None
 
 
 def load_model_weights(checkpoint: Path, model: nn.Module) -> None:
@@ -152,7 +160,8 @@ def save_checkpoint(accelerator: Any, model: nn.Module, optimizer: Any, schedule
     final = checkpoints / checkpoint_name(state.step)
     staging = checkpoints / f".{checkpoint_name(state.step)}.partial"
     if accelerator.is_main_process:
-        shutil.rmtree(staging, ignore_errors=True)
+        for leftover in [*checkpoints.glob(".step-*.partial"), *checkpoints.glob(".step-*.deleting")]:
+            shutil.rmtree(leftover, ignore_errors=True)  # what a kill during an earlier save left
         staging.mkdir(parents=True)
     accelerator.wait_for_everyone()
     state.rank_checksums = _rank_checksums(accelerator, model)
@@ -177,21 +186,93 @@ def save_checkpoint(accelerator: Any, model: nn.Module, optimizer: Any, schedule
         save_config(config, staging / RUN_CONFIG_FILE)
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
+        apply_umask(staging)
+        write_manifest(staging)
         # The state file goes last: a directory without it is never taken for a checkpoint.
         (staging / STATE_FILE).write_text(json.dumps(vars(state), indent=2), encoding="utf-8")
         if final.exists():
-            shutil.rmtree(final)
+            _remove(final)
         os.replace(staging, final)
         for old in list_checkpoints(config.output)[:-config.checkpointing.keep_checkpoints]:
-            shutil.rmtree(old, ignore_errors=True)
+            _remove(old)
     accelerator.wait_for_everyone()
     return final
+
+
+def _remove(checkpoint: Path) -> None:
+    """Rename, then delete: a kill halfway leaves a hidden directory, never a checkpoint missing files."""
+    doomed = checkpoint.with_name(f".{checkpoint.name}.deleting")
+    shutil.rmtree(doomed, ignore_errors=True)
+    os.replace(checkpoint, doomed)
+    shutil.rmtree(doomed, ignore_errors=True)
+
+
+def _file_digest(path: Path) -> str:
+    digest = hashlib.blake2b(digest_size=16)
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def write_manifest(directory: Path) -> None:
+    """Record the size and hash of every file of a checkpoint being written, to verify it later."""
+    files = sorted(p for p in directory.iterdir() if p.is_file() and p.name not in (MANIFEST_FILE, STATE_FILE))
+    manifest = {p.name: {"size": p.stat().st_size, "blake2b": _file_digest(p)} for p in files}
+    (directory / MANIFEST_FILE).write_text(json.dumps(manifest, indent=1) + "\n", encoding="utf-8")
+
+
+def checkpoint_problem(checkpoint: Path) -> str | None:
+    """Why a checkpoint cannot be trusted (naming the file), or None when it is intact.
+
+    Checks the state file and every file its manifest lists (size, then hash); checkpoints written
+    before manifests existed get the state-file check only.
+    """
+    try:
+        read_trainer_state(checkpoint)
+    except (OSError, ValueError, TypeError) as error:
+        return f"{checkpoint / STATE_FILE}: unreadable ({type(error).__name__})"
+    manifest_path = checkpoint / MANIFEST_FILE
+    if not manifest_path.exists():
+        return None
+    try:
+        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return f"{manifest_path}: unreadable"
+    for name, expected in manifest.items():
+        file = checkpoint / name
+        if not file.is_file():
+            return f"{file}: missing"
+        if file.stat().st_size != expected["size"]:
+            return f"{file}: {file.stat().st_size:,} bytes, {expected['size']:,} when saved (cut short?)"
+        if _file_digest(file) != expected["blake2b"]:
+            return f"{file}: content differs from when it was saved (corrupted)"
+    return None
+
+
+def verified(checkpoint: Path) -> Path:
+    """``checkpoint`` when intact; otherwise a one-line error naming the damaged file."""
+    problem = checkpoint_problem(checkpoint)
+    if problem:
+        raise BertpreError(f"{problem}; the checkpoint {checkpoint} cannot be used")
+    return checkpoint
+
+
+def newest_intact_checkpoint(output: str | Path) -> Path | None:
+    """The newest checkpoint of a run that passes verification; damaged newer ones are skipped with a warning."""
+    for checkpoint in reversed(list_checkpoints(output)):
+        problem = checkpoint_problem(checkpoint)
+        if problem is None:
+            return checkpoint
+        warnings.warn(f"skipping damaged checkpoint: {problem}", stacklevel=2)
+    return None
 
 
 def load_checkpoint(path: Path, accelerator: Any, model: nn.Module, optimizer: Any, scheduler: Any) -> TrainerState:
     """Restore model, optimizer, scheduler, scaler, this rank's RNG and the counters from ``path``."""
     if not is_complete(path):
         raise BertpreError(f"{path}: not a complete checkpoint (no {STATE_FILE})")
+    verified(path)
     load_model_weights(path, accelerator.unwrap_model(model))
     optimizer_file = (path / _rank_file("optimizer", accelerator.process_index) if _shards_optimizer(accelerator)
                       else path / OPTIMIZER_FILE)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import difflib
+import errno
 import os
 import sys
 import typing
@@ -21,6 +22,14 @@ from bertpre.configs import (BenchConfig, ExportConfig, FinetuneConfig, GlueConf
 from bertpre.errors import BertpreError
 
 EXIT_USER_ERROR = 2
+# Faults of the machine, not of bertpre: one line with the file and what to do, as for user errors.
+_ENVIRONMENT_ERRORS = {
+    errno.ENOSPC: "the disk is full: free space or choose another --output",
+    errno.EDQUOT: "the disk quota is exhausted: free space or choose another --output",
+    errno.EROFS: "the file system is read-only: choose another --output",
+    errno.EACCES: "permission denied: choose files and an --output you can read and write",
+    errno.EPERM: "operation not permitted: choose files and an --output you own",
+}
 
 
 def add_config_options(parser: argparse.ArgumentParser, cls: type, prefix: str = "") -> None:
@@ -39,11 +48,13 @@ def add_config_options(parser: argparse.ArgumentParser, cls: type, prefix: str =
             add_config_options(parser, tp, prefix=f"{prefix}{f.name}.")
             continue
         is_list = typing.get_origin(tp) is list
+        is_flag = tp is bool or tp == "bool"
         default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
         parser.add_argument(
             f"--{prefix}{f.name}".replace("_", "-"), dest=f"cfg:{prefix}{f.name}",
-            nargs="+" if is_list else None, default=None, metavar=_metavar(tp),
-            help=_literal(f"{f.metadata.get('help', '')} [default: {default}]"))
+            # a bare boolean flag means true (--cpu), as everywhere else; --cpu false still works
+            nargs="+" if is_list else "?" if is_flag else None, const="true" if is_flag else None,
+            default=None, metavar=_metavar(tp), help=_literal(f"{f.metadata.get('help', '')} [default: {default}]"))
 
 
 def _literal(text: str) -> str:
@@ -231,6 +242,14 @@ def _refuse_unknown_options(parser: argparse.ArgumentParser, unknown: list[str])
     parser.exit(EXIT_USER_ERROR, f"{parser.prog}: error: unknown option {name}{hint}\n")
 
 
+def _dashed(arg: str) -> str:
+    """``--vocab_size=8`` as ``--vocab-size=8``: the spelling of transformers' scripts is accepted too."""
+    if not arg.startswith("--"):
+        return arg
+    name, equals, value = arg.partition("=")
+    return name.replace("_", "-") + equals + value
+
+
 def _version() -> str:
     from importlib.metadata import PackageNotFoundError, version
 
@@ -243,7 +262,7 @@ def _version() -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `bertpre` console script."""
     parser = build_parser()
-    args, unknown = parser.parse_known_args(argv)
+    args, unknown = parser.parse_known_args([_dashed(arg) for arg in (sys.argv[1:] if argv is None else argv)])
     if unknown:
         _refuse_unknown_options(getattr(args, "command_parser", parser), unknown)
     if not hasattr(args, "run"):
@@ -253,6 +272,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return args.run(args)
     except BertpreError as error:
         print(f"bertpre: error: {error}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except OSError as error:
+        if error.errno not in _ENVIRONMENT_ERRORS:
+            raise  # anything else is a bug: keep the traceback
+        where = f"{error.filename}: " if error.filename else ""
+        print(f"bertpre: error: {where}{error.strerror} ({_ENVIRONMENT_ERRORS[error.errno]}); nothing half-written "
+              "is left as a result", file=sys.stderr)
         return EXIT_USER_ERROR
     except KeyboardInterrupt:
         print("bertpre: interrupted", file=sys.stderr)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import difflib
+import math
 import types
 import typing
 from dataclasses import field
@@ -19,6 +20,7 @@ from typing import Any, Literal, TypeVar, Union
 import yaml
 
 from bertpre.errors import ConfigError
+from bertpre.io import write_text_atomically
 
 
 def option(default: Any = dataclasses.MISSING, help: str = "", **kwargs: Any) -> Any:
@@ -163,7 +165,7 @@ def config_to_dict(config: Any) -> dict[str, Any]:
 
 def save_config(config: Any, path: str | Path) -> None:
     """Write a config as YAML, so a run records exactly what it ran with."""
-    Path(path).write_text(yaml.safe_dump(config_to_dict(config), sort_keys=False), encoding="utf-8")
+    write_text_atomically(path, yaml.safe_dump(config_to_dict(config), sort_keys=False))
 
 
 def _unknown_key_message(key: str, valid: list[str], prefix: str) -> str:
@@ -226,6 +228,8 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
             raise ConfigError(f"{key}: expected true or false, got {value!r}")
         return value
     if tp is int:
+        if isinstance(value, str) and value.strip().lstrip("+-").isdigit():  # a list item typed on a command line
+            value = int(value)
         if isinstance(value, bool) or not isinstance(value, int):
             raise ConfigError(f"{key}: expected an integer, got {value!r}")
         return value
@@ -237,6 +241,8 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
                 pass
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{key}: expected a number, got {value!r}")
+        if not math.isfinite(value):
+            raise ConfigError(f"{key}: must be a finite number, got {value}")
         return float(value)
     if tp is str:
         if isinstance(value, (dict, list)) or value is None:

@@ -19,6 +19,18 @@ SPECIAL_TOKENS: tuple[str, ...] = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
 """BERT's special tokens, in the order of their fixed ids: [PAD]=0, [UNK]=1, [CLS]=2, [SEP]=3, [MASK]=4."""
 
 
+def _require_positive(config: Any, *names: str) -> None:
+    for name in names:
+        if not getattr(config, name) > 0:
+            raise ConfigError(f"{name}: must be positive, got {getattr(config, name)}")
+
+
+def _require_not_negative(config: Any, *names: str) -> None:
+    for name in names:
+        if not getattr(config, name) >= 0:
+            raise ConfigError(f"{name}: must be 0 or more, got {getattr(config, name)}")
+
+
 # --------------------------------------------------------------------------------------------
 # Stage configs
 # --------------------------------------------------------------------------------------------
@@ -193,6 +205,7 @@ class ModelConfig:
                 raise ConfigError(f"{name}: must be in [0, 1), got {getattr(self, name)}")
         if not 0 <= self.pad_token_id < self.vocab_size:
             raise ConfigError(f"pad_token_id: {self.pad_token_id} is outside the vocabulary")
+        _require_positive(self, "initializer_range", "layer_norm_eps")
 
 
 @dataclass
@@ -241,8 +254,11 @@ class OptimizationOptions:
     max_grad_norm: float = option(1.0, "Clip the global gradient norm to this (0 = no clipping).")
 
     def __post_init__(self) -> None:
-        if self.learning_rate <= 0:
-            raise ConfigError("learning_rate: must be positive")
+        _require_positive(self, "learning_rate", "adam_epsilon")
+        _require_not_negative(self, "weight_decay", "max_grad_norm")
+        for name in ("adam_beta1", "adam_beta2"):
+            if not 0.0 <= getattr(self, name) < 1.0:
+                raise ConfigError(f"{name}: must be in [0, 1), got {getattr(self, name)}")
 
 
 @dataclass
@@ -422,6 +438,8 @@ class FinetuneConfig:
             raise ConfigError(f"metrics: unknown {unknown} (known: {', '.join(_METRICS)})")
         if not 0 <= self.warmup_fraction < 1:
             raise ConfigError("warmup_fraction: must be in [0, 1)")
+        _require_positive(self, "learning_rate")
+        _require_not_negative(self, "weight_decay")
 
 
 @dataclass
@@ -444,6 +462,7 @@ class PredictConfig:
     column_names: list[str] = option([], "Column names for files without a header row.")
     max_seq_length: int = option(128, "Longest tokenized input.")
     batch_size: int = option(64, "Rows per forward pass.")
+    cpu: bool = option(False, "Predict on the CPU even when a GPU is present.")
 
 
 @dataclass
@@ -481,6 +500,9 @@ class BenchConfig:
             raise ConfigError("curve_steps: must be 0 (timing) or a number of steps")
         if self.curve_steps and not self.data:
             raise ConfigError("curve_steps: the loss-curve comparison trains on real text; give --data")
+        _require_positive(self, "learning_rate")
+        if not 0.0 < self.mlm_probability < 1.0:
+            raise ConfigError(f"mlm_probability: must be in (0, 1), got {self.mlm_probability}")
 
 
 @dataclass
@@ -499,3 +521,8 @@ class QuickstartConfig:
     finetune_epochs: int = option(8, "Epochs of classifier fine-tuning.")
     num_classes: int = option(6, "Classes of the derived classification task (most frequent packages or files).")
     overwrite: bool = option(True, "Replace the results of an earlier quickstart in the same directory.")
+
+    def __post_init__(self) -> None:
+        _require_positive(self, "learning_rate", "vocab_size", "pretrain_steps", "batch_size", "finetune_epochs")
+        if self.num_classes < 2:
+            raise ConfigError(f"num_classes: a classifier needs at least 2, got {self.num_classes}")

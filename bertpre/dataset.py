@@ -99,6 +99,15 @@ def _list_buffers(column) -> tuple[np.ndarray, np.ndarray]:  # noqa: ANN001
     return offsets, values
 
 
+def _read_metadata(path: Path) -> dict[str, Any]:
+    try:
+        metadata = json.loads(path.read_text(encoding="utf-8"))
+        metadata["tokenizer"]["vocab_sha256"], metadata["max_seq_length"]  # noqa: B018 - the keys must be there
+    except (UnicodeDecodeError, ValueError, KeyError, TypeError):
+        raise BertpreError(f"{path}: damaged (not the JSON `bertpre prepare` writes); prepare the data again") from None
+    return metadata
+
+
 def read_data_metadata(path: str | Path) -> dict[str, Any]:
     """Metadata of a prepared dataset (or of several shards under one directory), checked to agree."""
     path = Path(path)
@@ -108,7 +117,7 @@ def read_data_metadata(path: str | Path) -> dict[str, Any]:
         roots = sorted(p.parent for p in path.glob(f"*/{METADATA_FILE}"))
     if not roots:
         raise BertpreError(f"{path}: not a prepared dataset (no {METADATA_FILE}); run `bertpre prepare` first")
-    metas = [json.loads((root / METADATA_FILE).read_text(encoding="utf-8")) for root in roots]
+    metas = [_read_metadata(root / METADATA_FILE) for root in roots]
     first = metas[0]
     for root, meta in zip(roots[1:], metas[1:]):
         if meta["tokenizer"]["vocab_sha256"] != first["tokenizer"]["vocab_sha256"]:

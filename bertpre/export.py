@@ -8,22 +8,21 @@ from __future__ import annotations
 import shlex
 from pathlib import Path
 
-from transformers import BertConfig
 
-from bertpre.checkpoint import (MODEL_CONFIG_FILE, RUN_CONFIG_FILE, load_model_weights, read_trainer_state,
-                                resolve_checkpoint)
+from bertpre.checkpoint import (RUN_CONFIG_FILE, load_model_weights, read_trainer_state,
+                                resolve_checkpoint, verified)
 from bertpre.config import load_config
 from bertpre.configs import ExportConfig, PretrainConfig
 from bertpre.dataset import data_tokenizer_dir, read_data_metadata
-from bertpre.hf_directory import export_model
+from bertpre.hf_directory import export_model, read_bert_config
 from bertpre.model import BertForPreTraining
 from bertpre.model_card import pretraining_model_card
 
 
 def export_checkpoint(config: ExportConfig) -> Path:
     """Export a pretraining checkpoint with its tokenizer and a model card."""
-    checkpoint = resolve_checkpoint(config.checkpoint, config.step)
-    bert = BertConfig.from_json_file(str(checkpoint / MODEL_CONFIG_FILE))
+    checkpoint = verified(resolve_checkpoint(config.checkpoint, config.step))
+    bert = read_bert_config(checkpoint)
     run = load_config(PretrainConfig, checkpoint / RUN_CONFIG_FILE)
     model = BertForPreTraining(bert, next_sentence=run.objective == "mlm_nsp")
     load_model_weights(checkpoint, model)

@@ -84,7 +84,13 @@ def read_bert_config(directory: str | Path, **overrides: object) -> BertConfig:
     path = directory / "config.json"
     if not path.is_file():
         raise BertpreError(f"{directory}: no config.json; not a Hugging Face model directory")
-    data = json.loads(path.read_text(encoding="utf-8"))
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        where = f" at line {error.lineno}" if isinstance(error, json.JSONDecodeError) else ""
+        raise BertpreError(f"{path}: not valid JSON{where}; the file is damaged or was edited by hand") from None
+    if not isinstance(data, dict):
+        raise BertpreError(f"{path}: not a model configuration (a JSON object is expected)")
     if data.get("model_type") != "bert":
         raise BertpreError(f"{path}: model_type is {data.get('model_type')!r}, not 'bert'; bertpre loads BERT models only")
     if data.get("position_embedding_type", "absolute") != "absolute":
@@ -103,9 +109,13 @@ def read_safetensors(directory: str | Path) -> dict[str, Tensor]:
         raise BertpreError(f"{directory}: no model.safetensors{hint}")
     tensors: dict[str, Tensor] = {}
     for file in files:
-        with safe_open(str(file), framework="pt") as handle:
-            for name in handle.keys():
-                tensors[name] = handle.get_tensor(name)
+        try:
+            with safe_open(str(file), framework="pt") as handle:
+                for name in handle.keys():
+                    tensors[name] = handle.get_tensor(name)
+        except Exception as error:  # safetensors raises its own error type for a damaged file
+            raise BertpreError(f"{file}: unreadable weights ({str(error).splitlines()[0][:80]}); the file is "
+                               "damaged or cut short") from None
     return tensors
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -13,32 +12,39 @@ from bertpre.batching import pad_examples
 from bertpre.configs import PredictConfig
 from bertpre.errors import BertpreError
 from bertpre.hf_directory import load_pretrained, read_bert_config
+from bertpre.io import write_text_atomically
 from bertpre.metrics import compute_metrics
 from bertpre.tables import EncodedRows, as_floats, read_table, select_columns
 
 
 def predict(config: PredictConfig) -> dict[str, Any]:
-    """Run an exported classifier over a file; write one JSON line per row and return metrics."""
+    """Run an exported classifier over a file; write one JSON line per row and return metrics.
+
+    The inputs (and gold labels, when a label column is named) are checked before anything is
+    written, and the predictions file is replaced in one rename: an error never leaves one behind.
+    """
     from transformers import AutoTokenizer
 
     hf_config = read_bert_config(config.model)
     if not hf_config.architectures or "ForSequenceClassification" not in hf_config.architectures[0]:
         raise BertpreError(f"{config.model}: not a classifier (architectures {hf_config.architectures}); "
                            "fine-tune it first with `bertpre finetune`")
-    model, _ = load_pretrained(config.model, task="classification", num_labels=hf_config.num_labels)
-    model.eval()
-    tokenizer = AutoTokenizer.from_pretrained(config.model)
     rows = read_table(config.input, config.column_names)
     data = select_columns(rows, config.text_column, config.text_pair_column, config.label_column, config.input)
-    dataset = EncodedRows(tokenizer, data, config.max_seq_length, None)
     regression = hf_config.num_labels == 1
+    truth = _gold_labels(data.labels, hf_config, config) if data.labels is not None else None
+    model, _ = load_pretrained(config.model, task="classification", num_labels=hf_config.num_labels)
+    device = _device(config)
+    model.to(device).eval()
+    tokenizer = AutoTokenizer.from_pretrained(config.model)
+    dataset = EncodedRows(tokenizer, data, config.max_seq_length, None)
     id2label = {int(k): v for k, v in hf_config.id2label.items()}
     outputs = []
     with torch.no_grad():
         for start in range(0, len(dataset), config.batch_size):
             batch = pad_examples([dataset[i] for i in range(start, min(len(dataset), start + config.batch_size))],
                                  tokenizer.pad_token_id)
-            logits = model(**batch).logits.float()
+            logits = model(**{k: v.to(device) for k, v in batch.items()}).logits.float().cpu()
             if regression:
                 outputs += [{"score": float(v)} for v in logits.squeeze(-1)]
             else:
@@ -46,25 +52,30 @@ def predict(config: PredictConfig) -> dict[str, Any]:
                 for p in probabilities:
                     index = int(p.argmax())
                     outputs.append({"label": id2label[index], "label_id": index, "score": float(p[index])})
-    Path(config.output).parent.mkdir(parents=True, exist_ok=True)
-    with open(config.output, "w", encoding="utf-8") as handle:
-        for row in outputs:
-            handle.write(json.dumps(row) + "\n")
+    write_text_atomically(config.output, "".join(json.dumps(row) + "\n" for row in outputs))
     metrics: dict[str, Any] = {"rows": len(outputs), "output": config.output}
-    if data.labels is not None:
+    if truth is not None:
         if regression:
-            truth = np.array(as_floats(data.labels, config.input, config.label_column))
-            predicted = np.array([o["score"] for o in outputs])
-            metrics.update(compute_metrics(("pearson", "spearman"), predicted, truth))
+            metrics.update(compute_metrics(("pearson", "spearman"), np.array([o["score"] for o in outputs]), truth))
         else:
-            label2id = {str(v): int(k) for k, v in hf_config.id2label.items()}
-            label2id.update({str(k): int(k) for k in hf_config.id2label})  # raw ids ("0", "1") work too
-            unknown = sorted({str(v) for v in data.labels} - set(label2id))
-            if unknown:
-                raise BertpreError(f"{config.input}: labels {unknown} are not among the classifier's "
-                                   f"{sorted(hf_config.label2id)}")
-            truth = np.array([label2id[str(v)] for v in data.labels])
-            predicted = np.array([o["label_id"] for o in outputs])
             metrics.update(compute_metrics(("accuracy", "f1") if hf_config.num_labels == 2 else ("accuracy",),
-                                           predicted, truth))
+                                           np.array([o["label_id"] for o in outputs]), truth))
     return metrics
+
+
+def _gold_labels(labels: list[Any], hf_config: Any, config: PredictConfig) -> np.ndarray:
+    """Gold labels as the classifier's ids (or floats for regression); unknown labels are refused."""
+    if hf_config.num_labels == 1:
+        return np.array(as_floats(labels, config.input, config.label_column))
+    label2id = {str(v): int(k) for k, v in hf_config.id2label.items()}
+    label2id.update({str(k): int(k) for k in hf_config.id2label})  # raw ids ("0", "1") work too
+    unknown = sorted({str(v) for v in labels} - set(label2id))
+    if unknown:
+        raise BertpreError(f"{config.input}: labels {unknown} are not among the classifier's "
+                           f"{sorted(hf_config.label2id)}")
+    return np.array([label2id[str(v)] for v in labels])
+
+
+def _device(config: PredictConfig) -> torch.device:
+    """The GPU when there is one (and --cpu is not set), else the CPU."""
+    return torch.device("cuda" if torch.cuda.is_available() and not config.cpu else "cpu")

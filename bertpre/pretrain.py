@@ -34,7 +34,8 @@ from torch import nn
 
 from bertpre.accelerator import make_accelerator
 from bertpre.checkpoint import (CHECKPOINTS_DIR, RUN_CONFIG_FILE, TrainerState, checkpoint_name, is_complete,
-                                list_checkpoints, load_checkpoint, read_checkpoint_weights, save_checkpoint)
+                                checkpoint_problem, list_checkpoints, load_checkpoint, newest_intact_checkpoint,
+                                read_checkpoint_weights, save_checkpoint)
 from bertpre.config import config_to_dict, load_config, save_config
 from bertpre.configs import PretrainConfig
 from bertpre.data_order import BatchPlan, MicroBatches, micro_batch_loader
@@ -161,6 +162,7 @@ class _Run:
     state: TrainerState
     flops_per_token: float
     peak_flops: Optional[float]
+    started_at_step: int = 0
 
 
 def pretrain(config: PretrainConfig, show_progress: bool = True) -> PretrainSummary:
@@ -223,6 +225,8 @@ def build(config: PretrainConfig) -> _Run:
         accelerator.print(f"resumed from {resume_from} at step {state.step}")
         if accelerator.is_main_process:
             truncate_metrics(output / METRICS_FILE, state.step)
+    elif accelerator.is_main_process:  # lines of a start killed before its first checkpoint
+        truncate_metrics(output / METRICS_FILE, 0)
     if accelerator.is_main_process:
         output.mkdir(parents=True, exist_ok=True)
         save_config(config, output / RUN_CONFIG_FILE)
@@ -231,7 +235,7 @@ def build(config: PretrainConfig) -> _Run:
     flops_per_token = training_flops_per_token(bert, train_data.max_seq_length, config.masking.mlm_probability)
     peak = gpu_peak_flops(torch.cuda.get_device_name()) if accelerator.device.type == "cuda" else None
     return _Run(config, accelerator, model, optimizer, scheduler, collator, train_data, eval_data, plan, total_steps,
-                state, flops_per_token, peak)
+                state, flops_per_token, peak, started_at_step=state.step)
 
 
 def fit(run: _Run, show_progress: bool = True) -> tuple[str, dict[str, float], bool]:
@@ -295,8 +299,8 @@ def finish(run: _Run, stopped_because: str, last_metrics: dict[str, float], stop
     if run.eval_data is not None and state.last_eval.get("step") != state.step and not stop_requested:
         _run_evaluation(run)
     checkpoints = list_checkpoints(config.output)
-    if checkpoints and checkpoints[-1].name == checkpoint_name(state.step):
-        checkpoint = checkpoints[-1]
+    if state.step == run.started_at_step and checkpoints and checkpoints[-1].name == checkpoint_name(state.step):
+        checkpoint = checkpoints[-1]  # nothing trained since the checkpoint we resumed from
     else:
         checkpoint = save_checkpoint(run.accelerator, run.model, run.optimizer, run.scheduler, state, config)
     run.accelerator.end_training()
@@ -374,7 +378,11 @@ def _resume_point(config: PretrainConfig) -> Optional[Path]:
         return None
     if resume == "auto":
         checkpoints = list_checkpoints(config.output)
-        return checkpoints[-1] if checkpoints else None
+        intact = newest_intact_checkpoint(config.output)
+        if checkpoints and intact is None:
+            raise BertpreError(f"{config.output}: every checkpoint is damaged ({checkpoint_problem(checkpoints[-1])}); "
+                               "restore one, or start over with --resume never --overwrite true")
+        return intact
     path = Path(resume)
     if not is_complete(path):
         raise BertpreError(f"resume: {path} is not a complete checkpoint directory")

@@ -35,7 +35,11 @@ def read_table(path: str, column_names: Sequence[str] = ()) -> list[dict[str, An
     if suffix == ".parquet":
         import pyarrow.parquet as pq
 
-        return pq.read_table(path).to_pylist()
+        try:
+            return pq.read_table(path).to_pylist()
+        except Exception as error:  # pyarrow raises several types for a file that is not Parquet
+            raise BertpreError(f"{path}: not a readable Parquet file ({str(error).splitlines()[0][:80]}); check "
+                               "that its content matches its extension") from None
     opener = gzip.open if path.endswith(".gz") else open
     try:
         with opener(path, "rt", encoding="utf-8-sig", newline="") as handle:
@@ -49,7 +53,11 @@ def read_table(path: str, column_names: Sequence[str] = ()) -> list[dict[str, An
                 raise BertpreError(f"{path}: unknown table format (use .csv, .tsv, .jsonl or .parquet)")
             return _rows_with_header(list(reader), column_names, path)
     except UnicodeDecodeError as error:
-        raise BertpreError(f"{path}: not valid UTF-8 at byte {error.start}") from None
+        raise BertpreError(f"{path}: not valid UTF-8 at byte {error.start} (is it a binary file?)") from None
+    except (OSError, EOFError) as error:  # gzip.BadGzipFile, a truncated .gz
+        raise BertpreError(f"{path}: not a readable gzip file ({error})") from None
+    except csv.Error as error:
+        raise BertpreError(f"{path}: not a readable table ({error})") from None
 
 
 def _json_row(line: str, path: str, number: int) -> dict[str, Any]:

@@ -64,3 +64,26 @@ def test_pretrain_help_shows_grouped_options_under_headings_with_flat_spellings(
     assert "optimization options:" in help_text and "schedule options:" in help_text
     assert "--learning-rate" in help_text and "--max-steps" in help_text
     assert "--optimization" not in help_text.replace("optimization options", "")
+
+
+def test_bare_boolean_flags_and_underscore_spellings_are_accepted() -> None:
+    from bertpre.cli import build_parser, config_from_args, _dashed
+    from bertpre.configs import PretrainConfig
+
+    argv = [_dashed(a) for a in ["pretrain", "--cpu", "--max_steps", "3", "--model.hidden_size", "264",
+                                 "--unpad-inputs", "false", "--compile"]]
+    args, unknown = build_parser().parse_known_args(argv)
+    config = config_from_args(PretrainConfig, args)
+    assert not unknown
+    assert config.runtime.cpu is True and config.runtime.compile is True and config.runtime.unpad_inputs is False
+    assert config.schedule.max_steps == 3 and config.model.hidden_size == 264
+
+
+def test_list_options_of_numbers_parse_from_the_command_line() -> None:
+    from bertpre.cli import build_parser, config_from_args
+    from bertpre.configs import FinetuneConfig
+
+    args, _ = build_parser().parse_known_args(["finetune", "--model", "m", "--seeds", "0", "1", "2",
+                                               "--compare-random-init"])
+    config = config_from_args(FinetuneConfig, args)
+    assert config.seeds == [0, 1, 2] and config.compare_random_init is True

@@ -1,0 +1,271 @@
+"""What a careless or unlucky user can do to every command: one clear line, exit 2, nothing half-written."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from bertpre.checkpoint import list_checkpoints
+from bertpre.cli import main
+
+from .conftest import REPO, english_articles, prepare_wiki64
+
+TINY = str(REPO / "configs" / "model" / "tiny.yaml")
+TRAIN = ["--model", TINY, "--global-batch-size", "8", "--per-device-batch-size", "8", "--warmup-steps", "1",
+         "--learning-rate", "1e-3", "--log-every", "1", "--eval-every", "0", "--eval-batches", "2",
+         "--checkpoint-every", "3", "--num-workers", "0", "--cpu", "true"]
+
+
+def refused(capsys: pytest.CaptureFixture, *argv: str, match: str) -> str:
+    """Run the CLI in-process; it must exit 2 with one line (no traceback) that contains ``match``."""
+    code = main(list(argv))
+    err = capsys.readouterr().err.strip()
+    assert code == 2, err
+    assert "Traceback" not in err and len(err.splitlines()) == 1, err
+    assert match in err, err
+    return err
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return prepare_wiki64(tmp_path_factory.mktemp("faults") / "data", eval_fraction=0.2)
+
+
+@pytest.fixture(scope="module")
+def run6(data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    output = tmp_path_factory.mktemp("faults") / "run6"
+    assert main(["pretrain", "--data", str(data), "--output", str(output), "--max-steps", "6", *TRAIN]) == 0
+    return output
+
+
+@pytest.fixture(scope="module")
+def exported(run6: Path) -> Path:
+    output = run6.parent / "hf"
+    assert main(["export", "--checkpoint", str(run6), "--output", str(output)]) == 0
+    return output
+
+
+def copy_run(run: Path, destination: Path) -> Path:
+    shutil.copytree(run, destination)
+    return destination
+
+
+# ---- resume survives any kill -----------------------------------------------------------------
+
+
+def test_a_cut_off_last_metrics_line_does_not_block_resume_or_status(run6: Path, data: Path, tmp_path: Path,
+                                                                      capsys: pytest.CaptureFixture) -> None:
+    run = copy_run(run6, tmp_path / "run")
+    with open(run / "metrics.jsonl", "a") as handle:
+        handle.write('{"step": 7, "tokens_seen": 12')  # a kill landed mid-append
+    with pytest.warns(UserWarning, match="dropped a cut-off last line"):
+        assert main(["status", str(run)]) == 0
+    assert main(["pretrain", "--data", str(data), "--output", str(run), "--max-steps", "8", *TRAIN]) == 0
+    lines = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [m["step"] for m in lines if "mlm_loss" in m] == list(range(1, 9))
+
+
+def test_a_damaged_middle_line_of_metrics_is_named(run6: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    run = copy_run(run6, tmp_path / "run")
+    lines = (run / "metrics.jsonl").read_text().splitlines()
+    lines[2] = lines[2][:20]
+    (run / "metrics.jsonl").write_text("\n".join(lines) + "\n")
+    refused(capsys, "status", str(run), match="metrics.jsonl: line 3 is not a JSON object")
+
+
+def test_a_damaged_checkpoint_is_skipped_for_the_newest_intact_one_and_named(
+        data: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    uninterrupted = tmp_path / "uninterrupted"
+    assert main(["pretrain", "--data", str(data), "--output", str(uninterrupted), "--max-steps", "9", *TRAIN]) == 0
+    run = copy_run(uninterrupted, tmp_path / "run")
+    weights = list_checkpoints(run)[-1] / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:1000])  # a full disk or a crashed copy cut it short
+    refused(capsys, "export", "--checkpoint", str(run), "--output", str(tmp_path / "hf"), match=f"{weights}: 1,000 bytes")
+    assert not (tmp_path / "hf").exists()
+    with pytest.warns(UserWarning, match=f"skipping damaged checkpoint: {weights}"):
+        assert main(["pretrain", "--data", str(data), "--output", str(run), "--max-steps", "9", *TRAIN]) == 0
+    said = capsys.readouterr().out
+    assert "resumed from" in said and "step-00000006" in said
+    from safetensors.torch import load_file
+
+    expected = load_file(str(list_checkpoints(uninterrupted)[-1] / "model.safetensors"))
+    got = load_file(str(list_checkpoints(run)[-1] / "model.safetensors"))
+    assert all(torch.equal(expected[k], got[k]) for k in expected)  # resumed from step 6: the same run
+
+
+def test_damaged_model_files_are_named_by_finetune_and_export(exported: Path, tmp_path: Path,
+                                                                capsys: pytest.CaptureFixture) -> None:
+    rows = tmp_path / "rows.jsonl"
+    rows.write_text("".join(json.dumps({"text": f"example {i} is fine.", "label": i % 2}) + "\n" for i in range(20)))
+    model = Path(shutil.copytree(exported, tmp_path / "model"))
+    (model / "model.safetensors").write_bytes((model / "model.safetensors").read_bytes()[:5000])
+    refused(capsys, "finetune", "--model", str(model), "--train-file", str(rows), "--eval-file", str(rows),
+            "--output", str(tmp_path / "ft"), match=f"{model / 'model.safetensors'}: unreadable weights")
+    (model / "config.json").write_text('{"model_type": "bert", "hidden_size": ')
+    refused(capsys, "finetune", "--model", str(model), "--train-file", str(rows), "--eval-file", str(rows),
+            "--output", str(tmp_path / "ft"), match=f"{model / 'config.json'}: not valid JSON at line 1")
+    assert not (tmp_path / "ft").exists()
+
+
+# ---- numbers, permissions, contents --------------------------------------------------------------
+
+
+@pytest.mark.parametrize("option,value", [("--learning-rate", "nan"), ("--learning-rate", "inf"),
+                                          ("--learning-rate", "-1e-3"), ("--adam-epsilon", "0"),
+                                          ("--model.hidden-dropout-prob", "nan"), ("--max-minutes", "-5"),
+                                          ("--adam-beta2", "1.5"), ("--weight-decay", "-0.1")])
+def test_numbers_that_must_be_finite_and_positive_are_checked(option: str, value: str, data: Path, tmp_path: Path,
+                                                             capsys: pytest.CaptureFixture) -> None:
+    key = option[2:].split(".")[-1].replace("-", "_")
+    refused(capsys, "pretrain", "--data", str(data), "--output", str(tmp_path / "run"), "--max-steps", "2",
+            *TRAIN, f"{option}={value}", match=key)
+    assert not (tmp_path / "run").exists()
+
+
+def test_finetune_numbers_are_checked(exported: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    refused(capsys, "finetune", "--model", str(exported), "--learning-rate", "inf", match="learning_rate: must be a finite")
+
+
+def test_outputs_honour_the_umask(exported: Path, run6: Path, data: Path, tmp_path: Path) -> None:
+    previous = os.umask(0o022)
+    try:
+        assert main(["tokenizer", "train", "--inputs", str(english_articles()), "--vocab-size", "400",
+                     "--output", str(tmp_path / "tok")]) == 0
+        assert main(["prepare", "--inputs", str(english_articles()), "--tokenizer", str(REPO / "tokenizer"),
+                     "--output", str(tmp_path / "data"), "--num-workers", "1", "--max-seq-length", "32"]) == 0
+        assert main(["export", "--checkpoint", str(run6), "--output", str(tmp_path / "hf")]) == 0
+    finally:
+        os.umask(previous)
+    for directory in ("tok", "data", "hf"):
+        assert (tmp_path / directory).stat().st_mode & 0o777 == 0o755, directory
+        for file in (tmp_path / directory).rglob("*"):
+            assert file.stat().st_mode & 0o044 == 0o044, file  # group and others can read
+
+
+def test_an_unwritable_output_parent_is_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                   capsys: pytest.CaptureFixture) -> None:
+    locked = tmp_path / "locked"
+    real_mkdir = Path.mkdir
+
+    def mkdir(self: Path, *args: object, **kwargs: object) -> None:
+        if self == locked / "sub":  # what a directory owned by someone else answers
+            raise PermissionError(13, "Permission denied", str(self))
+        real_mkdir(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "mkdir", mkdir)
+    refused(capsys, "tokenizer", "train", "--inputs", str(english_articles()), "--vocab-size", "300",
+            "--output", str(locked / "sub" / "tok"), match=f"{locked / 'sub'}: permission denied")
+
+
+def test_an_unwritable_output_parent_as_an_ordinary_user(tmp_path: Path) -> None:
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o555)
+    tmp_path.chmod(0o755)
+    as_nobody = (lambda: os.setuid(65534)) if os.geteuid() == 0 else None  # root writes anywhere
+    try:
+        result = subprocess.run([sys.executable, "-m", "bertpre", "tokenizer", "train", "--inputs",
+                                 str(english_articles()), "--vocab-size", "300", "--output", str(locked / "tok")],
+                                capture_output=True, text=True, preexec_fn=as_nobody, timeout=300,
+                                env={**os.environ, "HOME": str(tmp_path)})
+    except PermissionError as error:
+        pytest.skip(f"an ordinary user cannot run this interpreter here ({error})")
+    finally:
+        locked.chmod(0o755)
+    if result.returncode != 2 and ("Permission denied" in result.stderr and "bertpre" not in result.stderr):
+        pytest.skip(f"an ordinary user cannot run this interpreter here: {result.stderr[-200:]}")
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr and "permission denied" in result.stderr.lower()
+    assert str(locked) in result.stderr
+
+
+def test_a_file_whose_content_does_not_match_its_extension(exported: Path, tmp_path: Path,
+                                                           capsys: pytest.CaptureFixture) -> None:
+    fake = tmp_path / "train.parquet"
+    fake.write_text("sentence\tlabel\nfine\t1\n")
+    refused(capsys, "finetune", "--model", str(exported), "--train-file", str(fake), "--eval-file", str(fake),
+            "--output", str(tmp_path / "ft"), match=f"{fake}: not a readable Parquet file")
+    broken = tmp_path / "train.tsv.gz"
+    broken.write_bytes(b"\x1f\x8b\x08\x00garbage")
+    refused(capsys, "finetune", "--model", str(exported), "--train-file", str(broken), "--eval-file", str(broken),
+            "--output", str(tmp_path / "ft"), match=f"{broken}: not a readable gzip file")
+    assert not (tmp_path / "ft").exists()
+
+
+def test_predict_checks_labels_before_writing_anything(exported: Path, tmp_path: Path,
+                                                       capsys: pytest.CaptureFixture) -> None:
+    rows = tmp_path / "rows.jsonl"
+    rows.write_text("".join(json.dumps({"text": f"a short text {i}.", "label": i % 2}) + "\n" for i in range(40)))
+    assert main(["finetune", "--model", str(exported), "--train-file", str(rows), "--eval-file", str(rows),
+                 "--epochs", "1", "--output", str(tmp_path / "ft"), "--cpu", "true"]) == 0
+    wrong = tmp_path / "wrong.jsonl"
+    wrong.write_text("".join(json.dumps({"text": "what is this?", "label": "maybe"}) + "\n" for _ in range(3)))
+    out = tmp_path / "predictions.jsonl"
+    refused(capsys, "predict", "--model", str(tmp_path / "ft" / "model"), "--input", str(wrong), "--label-column",
+            "label", "--output", str(out), match="labels ['maybe'] are not among")
+    assert not out.exists()
+
+
+# ---- a sample of everything else a user can get wrong -------------------------------------------
+
+
+def test_bad_inputs_across_commands_are_one_line_and_leave_nothing(data: Path, run6: Path, exported: Path,
+                                                                     tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    out = tmp_path / "out"
+    model_only = tmp_path / "model-only"
+    model_only.mkdir()
+    shutil.copy(exported / "config.json", model_only / "config.json")
+    shutil.copy(exported / "model.safetensors", model_only / "model.safetensors")
+    damaged_data = Path(shutil.copytree(data, tmp_path / "damaged-data"))
+    (damaged_data / "prepare.json").write_text('{"format_version": 1, "max_seq')
+    binary = tmp_path / "binary.txt"
+    binary.write_bytes(b"\x00\x01\x02" * 100)
+    rows = tmp_path / "rows.jsonl"
+    rows.write_text("".join(json.dumps({"text": f"row {i} says a thing.", "label": i % 2}) + "\n" for i in range(8)))
+    cases = [
+        (["tokenizer", "train", "--inputs", str(tmp_path / "missing.txt"), "--output", str(out)], "no such file"),
+        (["tokenizer", "train", "--inputs", str(binary), "--output", str(out)], "binary file"),
+        (["tokenizer", "train", "--inputs", str(english_articles()), "--vocab-size", "0", "--output", str(out)], "vocab_size"),
+        (["prepare", "--inputs", str(english_articles()), "--tokenizer", str(model_only), "--output", str(out)],
+         "model directory without tokenizer files"),
+        (["prepare", "--inputs", str(english_articles()), "--tokenizer", str(tmp_path / "nope"), "--output", str(out)],
+         "tokenizer directory not found"),
+        (["prepare", "--inputs", str(english_articles()), "--short-seq-prob", "2", "--output", str(out)], "short_seq_prob"),
+        (["pretrain", "--data", str(tmp_path / "nothing"), "--output", str(out), "--max-steps", "1"], "not a prepared dataset"),
+        (["pretrain", "--data", str(damaged_data), "--output", str(out), "--max-steps", "1"], "prepare.json: damaged"),
+        (["pretrain", "--data", str(data), "--output", str(out), "--max-steps", "1", "--model.vocab-size", "999"],
+         "model.vocab_size: 999 differs"),
+        (["export", "--checkpoint", str(tmp_path / "norun"), "--output", str(out)], "no complete checkpoint"),
+        (["export", "--checkpoint", str(run6), "--step", "4", "--output", str(out)], "no checkpoint at step 4"),
+        (["finetune", "--model", str(tmp_path / "nomodel"), "--train-file", str(rows), "--eval-file", str(rows),
+          "--output", str(out)], "no config.json"),
+        (["predict", "--model", str(exported), "--input", str(binary), "--output", str(out / "p.jsonl")], "not a classifier"),
+        (["status", str(tmp_path / "norun")], "no such run directory"),
+        (["bench", "--model-size", "huge"], "model_size"),
+        (["bench", "--curve-steps", "5"], "give --data"),
+    ]
+    for argv, match in cases:
+        refused(capsys, *argv, match=match)
+        assert not out.exists(), argv
+
+
+def test_a_full_disk_is_one_line_and_leaves_no_half_written_output(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                    capsys: pytest.CaptureFixture) -> None:
+    import errno
+
+    import bertpre.tokenizer as tokenizer_module
+
+    def disk_full(*args: object, **kwargs: object) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device", str(tmp_path / "tok" / "vocab.txt"))
+
+    monkeypatch.setattr(tokenizer_module, "save_tokenizer_files", disk_full)
+    refused(capsys, "tokenizer", "train", "--inputs", str(english_articles()), "--vocab-size", "300",
+            "--output", str(tmp_path / "tok"), match="No space left on device (the disk is full")
+    assert not (tmp_path / "tok").exists() and not list(tmp_path.glob(".tok.*"))
