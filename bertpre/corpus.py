@@ -442,7 +442,7 @@ def _documents_of_rows(name: str, records: Iterator[tuple[str, dict]], columns: 
     if column is not None:
         stats.layouts[name] = f"a sentence per row, grouped into documents by the '{column}' column"
         yield from _grouped_rows(name, rows, lambda record: record.get(column))
-    elif any(not _record_text(record, name, where, config.text_column).strip() for where, record in probe):
+    elif any(not str(record.get(config.text_column) or "").strip() for _, record in probe):
         stats.layouts[name] = "a sentence per row, grouped into documents at empty rows"
         yield from _grouped_rows(name, rows, None)
     else:

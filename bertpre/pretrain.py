@@ -313,10 +313,7 @@ def _model_config(config: PretrainConfig) -> Any:
     """The BertConfig to train: ``init_from``'s own when starting from weights, else ``config.model``."""
     if config.init_from is None:
         return bert_config(config.model)
-    path = Path(config.init_from)
-    if is_complete(path):  # a bertpre checkpoint
-        return read_bert_config(path)
-    return read_bert_config(path, architectures=None)
+    return read_bert_config(config.init_from)  # a Hugging Face directory or a bertpre checkpoint alike
 
 
 def _check_data_fits_model(config: PretrainConfig, bert: Any, metadata: dict[str, Any]) -> None:
@@ -353,7 +350,7 @@ def _load_initial_weights(source: str, model: BertForPreTraining) -> str:
     """Weights from a bertpre checkpoint or a Hugging Face directory into ``model``; what was loaded, in a line."""
     path = Path(source)
     if is_complete(path):
-        tensors = {name: tensor for name, tensor in read_checkpoint_weights(path).items()}
+        tensors = read_checkpoint_weights(path)
         kind = "a bertpre checkpoint: a new phase"
     else:
         tensors, _ = from_hf_state_dict(read_safetensors(path))
