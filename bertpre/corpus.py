@@ -379,13 +379,18 @@ def _jsonl_records(path: str, config: CorpusConfig, stats: CorpusStats) -> Itera
     for number, line in enumerate(decoded_lines(path, config.errors, stats), start=1):
         if not line.strip():
             continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as error:
-            raise BertpreError(f"{path}: line {number} is not valid JSON ({error.msg})") from None
-        if not isinstance(record, dict):
-            raise BertpreError(f"{path}: line {number} is not a JSON object")
-        yield f"line {number}", record
+        yield f"line {number}", parse_json_line(line, path, number)
+
+
+def parse_json_line(line: str, path: str, number: int) -> dict[str, Any]:
+    """One JSONL line as a JSON object; anything else is refused naming the file and line."""
+    try:
+        record = json.loads(line)
+    except json.JSONDecodeError as error:
+        raise BertpreError(f"{path}: line {number} is not valid JSON ({error.msg})") from None
+    if not isinstance(record, dict):
+        raise BertpreError(f"{path}: line {number} is not a JSON object")
+    return record
 
 
 def _read_parquet(path: str, config: CorpusConfig, stats: CorpusStats) -> Iterator[Document]:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import csv
 import gzip
-import json
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,7 +12,7 @@ from typing import Any, Optional, Sequence
 
 import torch
 
-from bertpre.corpus import load_hub_dataset
+from bertpre.corpus import load_hub_dataset, parse_json_line
 from bertpre.errors import BertpreError
 
 csv.field_size_limit(min(sys.maxsize, 2**31 - 1))
@@ -44,7 +43,7 @@ def read_table(path: str, column_names: Sequence[str] = ()) -> list[dict[str, An
     try:
         with opener(path, "rt", encoding="utf-8-sig", newline="") as handle:
             if suffix in (".jsonl", ".json", ".ndjson"):
-                return [_json_row(line, path, number) for number, line in enumerate(handle, 1) if line.strip()]
+                return [parse_json_line(line, path, number) for number, line in enumerate(handle, 1) if line.strip()]
             if suffix in (".tsv", ".txt"):
                 reader = csv.reader(handle, delimiter="\t", quoting=csv.QUOTE_NONE)
             elif suffix == ".csv":
@@ -58,16 +57,6 @@ def read_table(path: str, column_names: Sequence[str] = ()) -> list[dict[str, An
         raise BertpreError(f"{path}: not a readable gzip file ({error})") from None
     except csv.Error as error:
         raise BertpreError(f"{path}: not a readable table ({error})") from None
-
-
-def _json_row(line: str, path: str, number: int) -> dict[str, Any]:
-    try:
-        row = json.loads(line)
-    except json.JSONDecodeError as error:
-        raise BertpreError(f"{path}: line {number} is not valid JSON ({error.msg})") from None
-    if not isinstance(row, dict):
-        raise BertpreError(f"{path}: line {number} is not a JSON object")
-    return row
 
 
 def _rows_with_header(rows: list[list[str]], column_names: Sequence[str], path: str) -> list[dict[str, Any]]:
