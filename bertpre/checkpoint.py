@@ -3,7 +3,9 @@
 A run directory holds ``pretrain.yaml``, ``metrics.jsonl`` and ``checkpoints/step-NNNNNNNN/``; each
 checkpoint holds the model weights (safetensors, the tied decoder stored once), ``config.json``,
 the optimizer, scheduler and (fp16) scaler states, each rank's RNG state, the run's config, and
-last ``trainer_state.json``: a directory without it is never taken for a checkpoint.
+last ``trainer_state.json``: a directory without it is never taken for a checkpoint. Under FSDP
+the weights and optimizer state are gathered whole (``bertpre/sharding.py``), so a checkpoint
+looks the same however the run was parallelised.
 """
 
 from __future__ import annotations
@@ -27,6 +29,9 @@ from bertpre.config import save_config
 from bertpre.errors import BertpreError
 from bertpre.hf_format import TIED_KEY
 from bertpre.io import apply_umask
+from bertpre.sharding import (full_model_state_dict, full_optimizer_state_dict, holds_first_copy,
+                              load_full_model_state_dict, load_full_optimizer_state_dict, local_part,
+                              reshard, state_dict_names, uses_fsdp)
 
 if TYPE_CHECKING:
     from bertpre.configs import PretrainConfig
@@ -118,22 +123,45 @@ def read_checkpoint_weights(checkpoint: Path) -> dict[str, torch.Tensor]:
 def load_model_weights(checkpoint: Path, model: nn.Module) -> None:
     """Load a checkpoint's weights into ``model``, refusing weights that do not fit its config."""
     missing, unexpected = model.load_state_dict(read_checkpoint_weights(checkpoint), strict=False)
+    _refuse_misfit(checkpoint, missing, unexpected)
+
+
+def _refuse_misfit(checkpoint: Path, missing: list[str], unexpected: list[str]) -> None:
     if unexpected or set(missing) - {TIED_KEY}:
         raise BertpreError(f"{checkpoint}: weights do not fit the model config (missing {missing[:3]}, "
                            f"unexpected {unexpected[:3]}); use the config it was saved with")
 
 
+def _load_sharded_model_weights(checkpoint: Path, accelerator: Any, model: nn.Module) -> None:
+    """Read the whole weights on the main process and give each process its shard.
+
+    The names are checked on every process first: a process that raised alone would leave the
+    others waiting for its shards forever."""
+    from safetensors import safe_open
+
+    with safe_open(str(checkpoint / WEIGHTS_FILE), framework="pt") as weights_file:
+        saved = set(weights_file.keys())
+    expected = state_dict_names(model)
+    _refuse_misfit(checkpoint, sorted(expected - saved), sorted(saved - expected))
+    load_full_model_state_dict(model, read_checkpoint_weights(checkpoint) if accelerator.is_main_process else {})
+
+
 def _rank_checksums(accelerator: Any, model: nn.Module) -> list[float]:
-    """A checksum of the weights on every process; data parallelism keeps them equal."""
+    """A checksum of the weights as every process sees them.
+
+    Without sharding each process holds the whole weights, which data parallelism keeps equal: a
+    difference means the processes diverged. Under FSDP each holds a shard; the checksum is the sum
+    of the shards' sums, the same number on every process and the sum of the whole weights saved.
+    """
+    if uses_fsdp(accelerator):
+        reshard(model)
     with torch.no_grad():
-        local = torch.stack([p.detach().double().sum() for p in accelerator.unwrap_model(model).parameters()]).sum()
-    return [float(x) for x in accelerator.gather(local.reshape(1).to(accelerator.device))]
-
-
-def _shards_optimizer(accelerator: Any) -> bool:
-    from accelerate.utils import DistributedType
-
-    return accelerator.distributed_type == DistributedType.FSDP
+        parameters = [p for p in accelerator.unwrap_model(model).parameters() if holds_first_copy(p)]
+        local = torch.stack([local_part(p).detach().double().sum() for p in parameters]).sum()
+    local = local.reshape(1).to(accelerator.device)
+    if uses_fsdp(accelerator):
+        torch.distributed.all_reduce(local)
+    return [float(x) for x in accelerator.gather(local)]
 
 
 def _rng_state() -> dict[str, Any]:
@@ -169,16 +197,18 @@ def save_checkpoint(accelerator: Any, model: nn.Module, optimizer: Any, schedule
         raise BertpreError(f"step {state.step}: processes hold different weights {state.rank_checksums}; "
                            "data-parallel synchronisation failed")
     torch.save(_rng_state(), staging / _rank_file("rng", accelerator.process_index))
-    if _shards_optimizer(accelerator):  # each rank holds only its shard of the optimizer state
-        torch.save(optimizer.state_dict(), staging / _rank_file("optimizer", accelerator.process_index))
-    full_state = accelerator.get_state_dict(model)  # every rank takes part (FSDP gathers shards here)
+    if uses_fsdp(accelerator):  # every process sends its shards; the main process gets them whole
+        full_state = full_model_state_dict(model)
+        optimizer_state = full_optimizer_state_dict(model, optimizer)
+    else:
+        full_state = accelerator.get_state_dict(model)
+        optimizer_state = optimizer.state_dict() if accelerator.is_main_process else {}
     if accelerator.is_main_process:
         unwrapped = accelerator.unwrap_model(model)
         weights = {k: v.detach().cpu().contiguous() for k, v in full_state.items()
                    if k != TIED_KEY}
         save_file(weights, str(staging / WEIGHTS_FILE), metadata={"format": "pt"})
-        if not _shards_optimizer(accelerator):
-            torch.save(optimizer.state_dict(), staging / OPTIMIZER_FILE)
+        torch.save(optimizer_state, staging / OPTIMIZER_FILE)
         torch.save(scheduler.state_dict(), staging / SCHEDULER_FILE)
         if accelerator.scaler is not None:
             torch.save(accelerator.scaler.state_dict(), staging / SCALER_FILE)
@@ -268,17 +298,45 @@ def newest_intact_checkpoint(output: str | Path) -> Path | None:
     return None
 
 
+def _keyed_by_name(optimizer_state: dict[str, Any]) -> bool:
+    """Whether an optimizer state was saved under FSDP (parameter names) rather than without (positions)."""
+    names = [name for group in optimizer_state["param_groups"] for name in group["params"]]
+    return bool(names) and all(isinstance(name, str) for name in names)
+
+
+def _read_optimizer_state(checkpoint: Path) -> dict[str, Any]:
+    state = torch.load(checkpoint / OPTIMIZER_FILE, weights_only=True, map_location="cpu")
+    if _keyed_by_name(state):
+        raise BertpreError(f"{checkpoint}: saved under FSDP (optimizer state keyed by parameter name); resume it "
+                           "under FSDP (accelerate launch --config_file jobs/accelerate/fsdp.yaml)")
+    return state
+
+
+def _load_sharded_optimizer(checkpoint: Path, accelerator: Any, model: nn.Module, optimizer: Any) -> None:
+    """The whole optimizer state, read on the main process, sharded into ``optimizer``."""
+    state: dict[str, Any] = {}
+    if accelerator.is_main_process:
+        state = torch.load(checkpoint / OPTIMIZER_FILE, weights_only=True, map_location="cpu")
+    keyed_by_name = torch.tensor([float(accelerator.is_main_process and _keyed_by_name(state))],
+                                 device=accelerator.device)
+    torch.distributed.broadcast(keyed_by_name, src=0)  # every process must make the same decision
+    if not keyed_by_name.item():
+        raise BertpreError(f"{checkpoint}: saved without FSDP (optimizer state keyed by position); resume it "
+                           "without FSDP, or start a new phase from its weights with --init-from")
+    load_full_optimizer_state_dict(model, optimizer, state)
+
+
 def load_checkpoint(path: Path, accelerator: Any, model: nn.Module, optimizer: Any, scheduler: Any) -> TrainerState:
     """Restore model, optimizer, scheduler, scaler, this rank's RNG and the counters from ``path``."""
     if not is_complete(path):
         raise BertpreError(f"{path}: not a complete checkpoint (no {STATE_FILE})")
     verified(path)
-    load_model_weights(path, accelerator.unwrap_model(model))
-    optimizer_file = (path / _rank_file("optimizer", accelerator.process_index) if _shards_optimizer(accelerator)
-                      else path / OPTIMIZER_FILE)
-    if not optimizer_file.exists():
-        raise BertpreError(f"{path}: no {optimizer_file.name}; resume with the parallelism it was saved with")
-    optimizer.load_state_dict(torch.load(optimizer_file, weights_only=True, map_location="cpu"))
+    if uses_fsdp(accelerator):
+        _load_sharded_model_weights(path, accelerator, model)
+        _load_sharded_optimizer(path, accelerator, model, optimizer)
+    else:
+        load_model_weights(path, accelerator.unwrap_model(model))
+        optimizer.load_state_dict(_read_optimizer_state(path))
     scheduler.load_state_dict(torch.load(path / SCHEDULER_FILE, weights_only=True))
     if accelerator.scaler is not None and (path / SCALER_FILE).exists():
         accelerator.scaler.load_state_dict(torch.load(path / SCALER_FILE, weights_only=True))

@@ -6,7 +6,9 @@ import math
 from typing import Any
 
 import torch
-from torch import nn
+from torch import Tensor, nn
+
+from bertpre.sharding import local_part
 
 
 class Lamb(torch.optim.Optimizer):
@@ -14,6 +16,10 @@ class Lamb(torch.optim.Optimizer):
 
     Adam moments with bias correction, decoupled weight decay inside the update, then a per-tensor
     trust ratio ``‖w‖ / ‖update‖`` (1 where either norm is zero) scales the learning rate.
+
+    Under FSDP2 each process holds a shard of every parameter (a ``DTensor``): the element-wise
+    steps run on the shard, and the norms of the whole tensors come from one all-reduce of every
+    shard's squared norms per step, so the trust ratios are those of the unsharded run.
     """
 
     def __init__(self, params: Any, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999),
@@ -23,29 +29,61 @@ class Lamb(torch.optim.Optimizer):
     @torch.no_grad()
     def step(self, closure: Any = None) -> Any:  # noqa: D102 - torch.optim.Optimizer.step
         loss = closure() if closure is not None else None
+        sharded: dict[tuple[Any, ...], list[tuple[Tensor, Tensor, float, Tensor]]] = {}
         for group in self.param_groups:
-            beta1, beta2 = group["betas"]
             for p in group["params"]:
                 if p.grad is None:
                     continue
-                state = self.state[p]
-                if not state:
-                    state["step"] = torch.zeros((), dtype=torch.float32)
-                    state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-                    state["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-                state["step"] += 1
-                step = state["step"].item()
-                exp_avg, exp_avg_sq = state["exp_avg"], state["exp_avg_sq"]
-                exp_avg.mul_(beta1).add_(p.grad, alpha=1 - beta1)
-                exp_avg_sq.mul_(beta2).addcmul_(p.grad, p.grad, value=1 - beta2)
-                update = (exp_avg / (1 - beta1 ** step)) / ((exp_avg_sq / (1 - beta2 ** step)).sqrt() + group["eps"])
-                if group["weight_decay"]:
-                    update.add_(p, alpha=group["weight_decay"])
-                weight_norm, update_norm = p.norm(), update.norm()
-                trust = torch.where((weight_norm > 0) & (update_norm > 0), weight_norm / update_norm,
-                                    torch.ones_like(weight_norm))
-                p.add_(update * trust, alpha=-group["lr"])
+                weight, update = local_part(p), self._update(p, group)
+                norms = torch.stack([weight.norm(), update.norm()])
+                shard_groups = _shard_groups(p)
+                if shard_groups:  # the whole tensor's norms are known once every shard's are summed
+                    sharded.setdefault(shard_groups, []).append((weight, update, group["lr"], norms))
+                else:
+                    _apply_trust_ratio(weight, update, norms, group["lr"])
+        for shard_groups, pending in sharded.items():
+            squares = torch.stack([norms for *_, norms in pending]).square()
+            for process_group in shard_groups:
+                torch.distributed.all_reduce(squares, group=process_group)
+            for (weight, update, lr, _), norms in zip(pending, squares.sqrt()):
+                _apply_trust_ratio(weight, update, norms, lr)
         return loss
+
+    def _update(self, p: Tensor, group: dict[str, Any]) -> Tensor:
+        """Advance the Adam moments of ``p`` and return its update (this process's part of it)."""
+        beta1, beta2 = group["betas"]
+        state = self.state[p]
+        if not state:
+            state["step"] = torch.zeros((), dtype=torch.float32)
+            state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+            state["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+        state["step"] += 1
+        step = state["step"].item()
+        weight, grad = local_part(p), local_part(p.grad)
+        exp_avg, exp_avg_sq = local_part(state["exp_avg"]), local_part(state["exp_avg_sq"])
+        exp_avg.mul_(beta1).add_(grad, alpha=1 - beta1)
+        exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
+        update = (exp_avg / (1 - beta1 ** step)) / ((exp_avg_sq / (1 - beta2 ** step)).sqrt() + group["eps"])
+        if group["weight_decay"]:
+            update.add_(weight, alpha=group["weight_decay"])
+        return update
+
+
+def _apply_trust_ratio(weight: Tensor, update: Tensor, norms: Tensor, lr: float) -> None:
+    """``weight -= lr · trust · update`` with ``trust = ‖w‖ / ‖update‖`` (1 where either norm is zero)."""
+    weight_norm, update_norm = norms[0], norms[1]
+    trust = torch.where((weight_norm > 0) & (update_norm > 0), weight_norm / update_norm, torch.ones_like(weight_norm))
+    weight.add_(update * trust, alpha=-lr)
+
+
+def _shard_groups(tensor: Tensor) -> tuple[Any, ...]:
+    """The process groups across which ``tensor`` is split (none for an ordinary tensor)."""
+    from torch.distributed.tensor import DTensor
+
+    if not isinstance(tensor, DTensor):
+        return ()
+    return tuple(tensor.device_mesh.get_group(dim) for dim, placement in enumerate(tensor.placements)
+                 if placement.is_shard())
 
 
 def parameter_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
