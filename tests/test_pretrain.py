@@ -23,6 +23,7 @@ from bertpre.data_order import BatchPlan
 from bertpre.errors import BertpreError, ConfigError
 from bertpre.model import BertForPreTraining, Padding, bert_config
 from bertpre.optim import Lamb, learning_rate_factor, parameter_groups
+from bertpre.preemption import EXIT_PREEMPTED
 from bertpre.pretrain import pretrain
 
 from .conftest import REPO, english_articles, prepare_wiki64, uses_shared_articles
@@ -191,16 +192,17 @@ def test_resume_after_sigkill_is_bit_identical(wiki_data: Path, uninterrupted: P
     assert time.perf_counter() - started < 120
 
 
-def test_sigterm_saves_a_checkpoint_and_the_run_continues_exactly(wiki_data: Path, uninterrupted: Path,
-                                                                 tmp_path: Path) -> None:
+def test_sigterm_saves_a_checkpoint_exits_75_and_the_run_continues_exactly(wiki_data: Path, uninterrupted: Path,
+                                                                          tmp_path: Path) -> None:
     output = tmp_path / "preempted"
     args = cli("--data", str(wiki_data), "--output", str(output), "--max-steps", "60", *COMMON)
-    process = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    no_slurm = {k: v for k, v in os.environ.items() if not k.startswith("SLURM_")}
+    process = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=no_slurm)
     wait_for(output / "checkpoints" / "step-00000010", process)
     process.send_signal(signal.SIGTERM)
     stdout, stderr = process.communicate(timeout=300)
-    assert process.returncode == 0, stderr
-    assert "stop signal" in stdout
+    assert process.returncode == EXIT_PREEMPTED == 75, stderr  # "preempted, resumable": not 0, 1 or 2
+    assert "stop signal (SIGTERM): checkpoint saved" in stdout and "run the same command again" in stdout
     saved = list_checkpoints(output)[-1]
     assert 10 <= int(saved.name[5:]) < 60
     run(args)
