@@ -11,6 +11,7 @@ import copy
 import dataclasses
 import difflib
 import math
+import re
 import types
 import typing
 from dataclasses import field
@@ -21,6 +22,7 @@ import yaml
 
 from bertpre.errors import ConfigError
 from bertpre.io import write_text_atomically
+from bertpre.resolve import config_file, packaged_configs
 
 
 def option(default: Any = dataclasses.MISSING, help: str = "", **kwargs: Any) -> Any:
@@ -67,6 +69,7 @@ def load_config(cls: type[C], path: str | Path | None = None,
     Raises :class:`ConfigError` with one line naming the file and the key on any problem.
     """
     source = str(path) if path else "command line"
+    path = config_file(path) if path else None  # configs/… also resolves to bertpre's packaged copy
     data: dict[str, Any] = read_yaml(path) if path else {}
     try:
         if path:
@@ -85,6 +88,17 @@ def _resolve_nested_paths(cls: type, data: dict[str, Any], base: Path) -> None:
     for key, value in data.items():
         if isinstance(value, str) and dataclasses.is_dataclass(hints.get(key)) and (base / value).is_file():
             data[key] = str(base / value)
+
+
+def _read_nested_yaml(value: str, key: str) -> dict[str, Any]:
+    """A nested config given as a string: a YAML file, or the name of a packaged one (``model: mini``
+    reads bertpre's ``configs/model/mini.yaml``)."""
+    kind = key.rsplit(".", 1)[-1]
+    path = config_file(value, kind)
+    if not path.is_file() and re.fullmatch(r"[A-Za-z0-9_-]+", value) and packaged_configs(kind):
+        raise ConfigError(f"{key}: {value!r} is neither a YAML file nor one of bertpre's {kind} configs "
+                          f"({', '.join(packaged_configs(kind))})")
+    return read_yaml(path)
 
 
 def read_yaml(path: str | Path) -> dict[str, Any]:
@@ -180,7 +194,7 @@ def _set_dotted(data: dict[str, Any], dotted: str, value: Any) -> None:
     node = data
     for part in parents:
         if isinstance(node.get(part), str):  # a nested config given as a YAML path, then refined
-            node[part] = read_yaml(node[part])
+            node[part] = _read_nested_yaml(node[part], part)
         node = node.setdefault(part, {})
         if not isinstance(node, dict):
             raise ConfigError(f"{dotted}: '{part}' is not a nested config")
@@ -198,6 +212,9 @@ def _type_name(tp: Any) -> str:
     return getattr(tp, "__name__", str(tp).replace("typing.", ""))
 
 
+_YAML_BOOLEANS = {False: ("no", "off", "false", "n"), True: ("yes", "on", "true", "y")}
+
+
 def _coerce(value: Any, tp: Any, key: str) -> Any:
     """Check ``value`` against the annotation ``tp``; convert only where lossless (int → float)."""
     origin = typing.get_origin(tp)
@@ -208,6 +225,8 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
         inner = [a for a in args if a is not type(None)]
         return _coerce(value, inner[0], key)
     if origin is Literal:
+        if isinstance(value, bool) and value not in args:  # YAML 1.1 reads `no`, `off`, `yes`, `on` as booleans
+            value = next((a for a in args if isinstance(a, str) and a.lower() in _YAML_BOOLEANS[value]), value)
         if value not in args:
             raise ConfigError(f"{key}: {value!r} is not one of {', '.join(map(str, args))}")
         return value
@@ -218,8 +237,8 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
             raise ConfigError(f"{key}: expected a list, got {type(value).__name__}")
         return [_coerce(v, args[0], f"{key}[{i}]") for i, v in enumerate(value)]
     if dataclasses.is_dataclass(tp):
-        if isinstance(value, str):  # the path of a YAML file holding this nested config
-            value = read_yaml(value)
+        if isinstance(value, str):  # the path of a YAML file holding this nested config, or a packaged name
+            value = _read_nested_yaml(value, key)
         if not isinstance(value, dict):
             raise ConfigError(f"{key}: expected a mapping of {tp.__name__} keys or the path of a YAML file")
         return config_from_dict(tp, value, prefix=key + ".")
