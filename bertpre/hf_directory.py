@@ -19,6 +19,7 @@ from bertpre.errors import BertpreError
 from bertpre.hf_format import HEAD_PREFIXES, TIED_KEY, from_hf_state_dict, to_hf_state_dict
 from bertpre.io import atomic_directory, check_writable_output
 from bertpre.model import BertForPreTraining, BertForSequenceClassification
+from bertpre.resolve import model_directory
 from bertpre.tokenizer_files import copy_tokenizer_files
 
 WEIGHTS_FILE = "model.safetensors"
@@ -124,11 +125,13 @@ def load_pretrained(directory: str | Path, task: str = "pretraining", num_labels
                     **config_overrides: object) -> tuple[nn.Module, ImportReport]:
     """Load any Hugging Face BERT directory into our model.
 
+    ``directory`` may also be a Hub id, as for ``from_pretrained`` (see ``bertpre/resolve.py``).
     ``task`` is ``"pretraining"`` (masked-LM + NSP heads) or ``"classification"`` (``num_labels``
     outputs; 1 = regression). Heads missing from the checkpoint start from BERT's initialisation
     and are named in the report. ``unpad_inputs`` is the model's runtime option of that name. With
     ``random_init`` only the configuration is read: the same architecture, initialised as BERT is.
     """
+    directory = model_directory(directory)
     if task == "classification":
         overrides = {"num_labels": num_labels, **config_overrides}
         config = read_bert_config(directory, **overrides)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from typing import Any
 
@@ -14,6 +15,7 @@ from bertpre.errors import BertpreError
 from bertpre.hf_directory import load_pretrained, read_bert_config
 from bertpre.io import write_text_atomically
 from bertpre.metrics import compute_metrics
+from bertpre.resolve import model_directory
 from bertpre.tables import EncodedRows, as_floats, read_table, select_columns
 
 
@@ -25,6 +27,7 @@ def predict(config: PredictConfig) -> dict[str, Any]:
     """
     from transformers import AutoTokenizer
 
+    config = dataclasses.replace(config, model=str(model_directory(config.model)))  # a Hub id: its cached snapshot
     hf_config = read_bert_config(config.model)
     if not hf_config.architectures or "ForSequenceClassification" not in hf_config.architectures[0]:
         raise BertpreError(f"{config.model}: not a classifier (architectures {hf_config.architectures}); "

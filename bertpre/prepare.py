@@ -14,6 +14,7 @@ so the output is byte-identical for any number of worker processes. The output f
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -32,6 +33,7 @@ from bertpre.dataset import CONFIG_FILE, DATA_FORMAT_VERSION, METADATA_FILE, TOK
 from bertpre.errors import BertpreError
 from bertpre.io import atomic_directory, check_writable_output
 from bertpre.pairs import create_next_sentence_pairs, document_rng, pair_to_features
+from bertpre.resolve import tokenizer_directory
 from bertpre.seeding import stable_hash64
 from bertpre.sentences import split_sentences
 from bertpre.tokenizer_files import copy_tokenizer_files, load_tokenizer
@@ -114,6 +116,7 @@ def prepare_pretraining_data(config: PrepareConfig, show_progress: bool = True) 
     started = time.perf_counter()
     output = Path(config.output)
     check_writable_output(output, config.overwrite)
+    config = dataclasses.replace(config, tokenizer=str(tokenizer_directory(config.tokenizer)))
     tokenizer_info = _check_tokenizer(config)
     sources = _sources_of_this_shard(config)
     workers = config.num_workers or os.cpu_count() or 1

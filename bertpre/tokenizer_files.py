@@ -7,15 +7,19 @@ import shutil
 from pathlib import Path
 
 from bertpre.errors import BertpreError
+from bertpre.resolve import tokenizer_directory
 
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json")
 
 
 def load_tokenizer(directory: str | Path):  # noqa: ANN201 - a transformers tokenizer
-    """Load a tokenizer directory with ``AutoTokenizer`` and check BERT's special tokens are present."""
+    """Load a tokenizer with ``AutoTokenizer`` and check BERT's special tokens are present.
+
+    ``directory`` is a local directory, ``tokenizer`` (bertpre's packaged default) or a Hub id (see ``bertpre/resolve.py``).
+    """
     from transformers import AutoTokenizer
 
-    directory = Path(directory)
+    directory = tokenizer_directory(directory)
     if not directory.is_dir():
         raise BertpreError(f"{directory}: tokenizer directory not found (train one with `bertpre tokenizer train`)")
     _check_wordpiece_files(directory)
