@@ -31,14 +31,17 @@ class ComparisonSummary:
     task: str
     metric: str
     runs: dict[str, dict[int, dict[str, float]]] = field(default_factory=dict)  # init → seed → metrics
+    train_rows: int = 0
+    eval_rows: int = 0
+    seconds: float = 0.0  # all runs together
 
     def mean(self, init: str, metric: str | None = None) -> float:
         """The mean over seeds of a metric (the primary one by default) for one initialisation."""
         return statistics.fmean(m[metric or self.metric] for m in self.runs[init].values())
 
-    def spread(self, init: str) -> float:
-        """Standard deviation over seeds of the primary metric (0 for one seed)."""
-        values = [m[self.metric] for m in self.runs[init].values()]
+    def spread(self, init: str, metric: str | None = None) -> float:
+        """Standard deviation over seeds of a metric (the primary one by default); 0 for one seed."""
+        values = [m[metric or self.metric] for m in self.runs[init].values()]
         return statistics.stdev(values) if len(values) > 1 else 0.0
 
     def gain(self) -> float | None:
@@ -72,11 +75,15 @@ def compare_finetunes(config: FinetuneConfig, show_progress: bool = True) -> Com
             run = copy.deepcopy(config)
             run.init, run.seed, run.seeds, run.compare_random_init = init, seed, [], False
             run.output = str(Path(config.output) / init / f"seed-{seed}")
+            if config.run_name:  # each run keeps its own name in the trackers
+                run.run_name = f"{config.run_name}-{init}-seed-{seed}"
             result: FinetuneSummary = finetune(run, show_progress=show_progress)
             if summary is None:
                 metric = config.metric or next(iter(result.best_metrics))
-                summary = ComparisonSummary(config.output, result.task, metric)
+                summary = ComparisonSummary(config.output, result.task, metric, train_rows=result.train_rows,
+                                            eval_rows=result.eval_rows)
             summary.runs.setdefault(init, {})[seed] = result.best_metrics
+            summary.seconds += result.seconds
     assert summary is not None
     _save(summary)
     return summary

@@ -14,7 +14,7 @@ import torch
 from transformers import AutoModelForSequenceClassification, AutoTokenizer, pipeline
 
 from bertpre.config import load_config
-from bertpre.configs import ExportConfig, FinetuneConfig, PredictConfig, PretrainConfig
+from bertpre.configs import ExportConfig, FinetuneConfig, GlueConfig, PredictConfig, PretrainConfig
 from bertpre.errors import BertpreError
 from bertpre.export import export_checkpoint
 from bertpre.finetune import finetune
@@ -64,6 +64,24 @@ def test_export_of_latest_and_of_a_given_step(pretrained_run: Path, exported: Pa
     assert "steps: 20" in (tmp_path / "step20" / "README.md").read_text()
     with pytest.raises(BertpreError, match=r"no checkpoint at step 25 \(available: 10, 20, 30\)"):
         export_checkpoint(ExportConfig(checkpoint=str(pretrained_run), step="25", output=str(tmp_path / "x")))
+
+
+def test_export_card_has_the_hub_metadata_header(pretrained_run: Path, exported: Path, tmp_path: Path) -> None:
+    from huggingface_hub import ModelCard
+
+    from bertpre.checkpoint import read_trainer_state, resolve_checkpoint
+
+    card = ModelCard.load(exported / "README.md")
+    final = read_trainer_state(resolve_checkpoint(pretrained_run)).last_eval
+    assert (card.data.library_name, card.data.pipeline_tag) == ("transformers", "fill-mask")
+    assert card.data.license is None and card.data.language is None  # not given: left out
+    accuracy = next(r for r in card.data.eval_results if r.metric_type == "accuracy")
+    assert (accuracy.task_type, accuracy.metric_value) == ("fill-mask", final["eval_mlm_accuracy"])
+    export_checkpoint(ExportConfig(checkpoint=str(pretrained_run), output=str(tmp_path / "licensed"),
+                                   license="apache-2.0", language=["en"]))
+    card = ModelCard.load(tmp_path / "licensed" / "README.md")
+    assert (card.data.license, card.data.language) == ("apache-2.0", ["en"])
+    assert "--license apache-2.0 --language en" in card.text
 
 
 def test_export_refuses_other_vocabularies_and_non_empty_directories(pretrained_run: Path, exported: Path,
@@ -156,8 +174,9 @@ def test_glue_runs_tasks_and_prints_a_table(exported: Path, tmp_path: Path) -> N
         (glue / task).mkdir(parents=True)
         for split in ("train.tsv", "dev.tsv"):
             shutil.copy(shared_path(source), glue / task / split)
-    base = finetune_config(exported, tmp_path / "unused", epochs=1)
-    rows = run_glue(str(exported), ["sst2", "cola"], str(glue), str(tmp_path / "results"), base, show_progress=False)
+    config = GlueConfig(model=str(exported), tasks=["sst2", "cola"], data_dir=str(glue), output=str(tmp_path / "results"),
+                        epochs=1, per_device_batch_size=16, learning_rate=1e-3)
+    rows = run_glue(config, show_progress=False)
     assert [(r["task"], r["metric"]) for r in rows] == [("sst2", "accuracy"), ("cola", "matthews_correlation"),
                                                        ("cola", "accuracy")]
     assert json.loads((tmp_path / "results" / "glue_results.json").read_text()) == rows
