@@ -1,6 +1,8 @@
 # The two commands a new user runs (see README.md):
 #   make quickstart   set up .venv and run the pipeline end to end on the built-in corpus
 #   make test         set up .venv and run the test suite
+#   make test-wheel   build the wheel, install it in a fresh venv, run the quickstart from an empty directory
+#   make test-slurm   the preemption loop on a real, local SLURM (root; installs slurm-wlm if missing)
 PYTHON ?= python3
 VENV ?= .venv
 OUTPUT ?= runs/quickstart
@@ -17,7 +19,7 @@ STAMP := $(VENV)/.installed
 
 TEST_STAMP := $(VENV)/.installed-test
 
-.PHONY: quickstart test install clean
+.PHONY: quickstart test test-wheel test-slurm install clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -39,6 +41,16 @@ $(TEST_STAMP): $(STAMP)
 
 test: $(TEST_STAMP)
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q
+
+# bertpre as users get it: builds the wheel, installs it in a fresh virtual environment and runs the
+# quickstart and the packaged defaults from an empty directory (offline; `make test` runs it too).
+test-wheel: $(STAMP)
+	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q tests/test_wheel.py
+
+# Starts a one-node SLURM here, runs tests/slurm_requeue.py against it, stops SLURM again.
+test-slurm: $(STAMP)
+	eval "$$(jobs/slurm_local.sh start)" && HF_HUB_OFFLINE=1 $(BIN)/python -m tests.slurm_requeue; \
+	  status=$$?; jobs/slurm_local.sh stop; exit $$status
 
 clean:
 	rm -rf $(VENV) runs

@@ -35,6 +35,7 @@ _ENVIRONMENT_ERRORS = {
 def add_config_options(parser: argparse.ArgumentParser, cls: type, prefix: str = "") -> None:
     """Add one ``--option`` per dataclass field (recursing into nested configs), help from the field."""
     hints = typing.get_type_hints(cls)
+    refused = getattr(cls, "refused_options", {})  # accepted only to be refused with the reason, so not shown
     for f in dataclasses.fields(cls):
         tp = hints[f.name]
         if is_group(f):  # grouped options keep their flat spelling (--learning-rate), under a heading
@@ -54,7 +55,8 @@ def add_config_options(parser: argparse.ArgumentParser, cls: type, prefix: str =
             f"--{prefix}{f.name}".replace("_", "-"), dest=f"cfg:{prefix}{f.name}",
             # a bare boolean flag means true (--cpu), as everywhere else; --cpu false still works
             nargs="+" if is_list else "?" if is_flag else None, const="true" if is_flag else None,
-            default=None, metavar=_metavar(tp), help=_literal(f"{f.metadata.get('help', '')} [default: {default}]"))
+            default=None, metavar=_metavar(tp), help=argparse.SUPPRESS if f.name in refused
+            else _literal(f"{f.metadata.get('help', '')} [default: {default}]"))
 
 
 def _literal(text: str) -> str:
@@ -67,6 +69,8 @@ def _metavar(tp: Any) -> str:
     if typing.get_origin(tp) is typing.Literal:
         return "{" + ",".join(map(str, args)) + "}"
     inner = [a for a in args if a is not type(None)] or [tp]
+    if inner[0] is not tp and typing.get_origin(inner[0]) is typing.Literal:  # Optional[Literal[…]]: unset allowed
+        return _metavar(inner[0])
     return getattr(inner[0], "__name__", "VALUE").upper()
 
 
@@ -110,11 +114,15 @@ def _run_prepare(args: argparse.Namespace) -> int:
 
 
 def _run_pretrain(args: argparse.Namespace) -> int:
-    from bertpre.pretrain import pretrain
+    from bertpre.preemption import StopRequests, exit_status
 
-    summary = pretrain(config_from_args(PretrainConfig, args), show_progress=sys.stderr.isatty())
+    config = config_from_args(PretrainConfig, args)
+    with StopRequests() as stop_requests:  # before torch loads (seconds): a preemption signal meanwhile is kept
+        from bertpre.pretrain import pretrain
+
+        summary = pretrain(config, show_progress=sys.stderr.isatty(), stop_requests=stop_requests)
     print(summary.table())
-    return 0
+    return exit_status(summary.stop_signal, summary.requeued)  # 75 (EXIT_PREEMPTED): stopped by a signal, resumable
 
 
 def _run_export(args: argparse.Namespace) -> int:
@@ -144,13 +152,11 @@ def _run_predict(args: argparse.Namespace) -> int:
 
 
 def _run_glue(args: argparse.Namespace) -> int:
-    from bertpre.glue import glue_table, run_glue
+    from bertpre.glue import RESULTS_FILE, glue_table, run_glue
 
     config = config_from_args(GlueConfig, args)
-    rows = run_glue(config.model, config.tasks, config.data_dir, config.output, config,
-                    show_progress=sys.stderr.isatty())
-    print(glue_table(rows))
-    print(f"saved {config.output}/glue_results.json")
+    print(glue_table(run_glue(config, show_progress=sys.stderr.isatty())))
+    print(f"saved {config.output}/{RESULTS_FILE}")
     return 0
 
 

@@ -6,11 +6,14 @@ them (and command-line overrides) strictly.
 
 from __future__ import annotations
 
+import difflib
+import re
 from dataclasses import dataclass
-from typing import Any, Literal, Optional
+from typing import Any, ClassVar, Literal, Optional
 
 from bertpre.config import group, option
 from bertpre.errors import ConfigError
+from bertpre.glue_tasks import GLUE_TASKS
 
 BUILTIN_PYTHON_DOCS = "builtin:python-docs"
 """The corpus that needs no download: documentation prose of the Python standard library."""
@@ -29,6 +32,47 @@ def _require_not_negative(config: Any, *names: str) -> None:
     for name in names:
         if not getattr(config, name) >= 0:
             raise ConfigError(f"{name}: must be 0 or more, got {getattr(config, name)}")
+
+
+_LICENSE_ID = re.compile(r"^[a-z0-9][a-z0-9.+-]*$")
+_LANGUAGE_CODE = re.compile(r"^([a-z]{2,3}([-_][A-Za-z0-9]{2,8})*|multilingual)$")
+
+
+def _check_card_metadata(config: Any) -> None:
+    """`license` and `language` are written to a model card's metadata: they must be hub identifiers."""
+    if config.license is not None and not _LICENSE_ID.match(config.license):
+        raise ConfigError(f"license: {config.license!r} is not a Hugging Face license identifier; use one such as "
+                          "apache-2.0, mit, cc-by-4.0, or `other`")
+    bad = [code for code in config.language if not _LANGUAGE_CODE.match(code)]
+    if bad:
+        raise ConfigError(f"language: {bad} are not ISO 639 language codes; use codes such as en, de, zh, or "
+                          "`multilingual`")
+
+
+TRACKERS: tuple[str, ...] = ("tensorboard", "wandb", "trackio", "mlflow", "comet_ml", "aim", "clearml", "dvclive",
+                             "swanlab")
+"""Accelerate's experiment trackers (``accelerate.tracking.LOGGER_TYPE_TO_CLASS``), for ``report_to``."""
+
+_PRECISION_HELP = ("unset: what `accelerate launch` was configured with (its --config_file or `accelerate config`), "
+                   "else bf16; CPU runs use fp32 unless this option says bf16.")
+_REPORT_TO_HELP = (f"Where metrics go besides metrics.jsonl: {', '.join(TRACKERS)} (several may be given), `all` "
+                   "(every one installed) or `none`.")
+_RUN_NAME_HELP = "Name of the run in the trackers that name runs [the output directory's name]."
+_PROJECT_HELP = "Project (wandb, trackio, comet_ml, swanlab, clearml) or experiment (mlflow) the run is filed under."
+
+
+def _check_report_to(config: Any) -> None:
+    """``report_to``: known tracker names, ``all`` or ``none`` alone; commas separate names too (`a,b`)."""
+    names = [name.strip().lower() for item in config.report_to for name in str(item).split(",") if name.strip()]
+    for name in names:
+        if name not in (*TRACKERS, "all", "none"):
+            close = difflib.get_close_matches(name, TRACKERS, n=1)
+            hint = f"did you mean {close[0]}? " if close else ""
+            raise ConfigError(f"report_to: unknown tracker {name!r}; {hint}choose from {', '.join(TRACKERS)}, "
+                              "all or none")
+    if "none" in names and len(names) > 1:
+        raise ConfigError(f"report_to: `none` cannot be combined with other trackers, got {names}")
+    config.report_to = names
 
 
 # --------------------------------------------------------------------------------------------
@@ -109,7 +153,8 @@ class TokenizerConfig(CorpusConfig):
 class PrepareConfig(CorpusConfig):
     """`bertpre prepare`: next-sentence pairs, tokenized, as sharded memory-mapped Arrow data."""
 
-    tokenizer: str = option("tokenizer", "Tokenizer directory (from `bertpre tokenizer train`).")
+    tokenizer: str = option("tokenizer", "Tokenizer directory (from `bertpre tokenizer train`) or Hugging Face Hub id; "
+                            "`tokenizer` is the default uncased WordPiece shipped with bertpre.")
     output: str = option("runs/data", "Directory to write the prepared dataset to.")
     max_seq_length: int = option(128, "Length of a pair with its [CLS] and two [SEP] tokens.")
     short_seq_prob: float = option(0.1, "Probability of a shorter random target length (BERT: 0.1).")
@@ -295,11 +340,15 @@ class ScheduleOptions:
 class LoggingOptions:
     """`pretrain` metrics and evaluation."""
 
-    log_every: int = option(10, "Steps between metrics.jsonl / TensorBoard lines.")
+    log_every: int = option(10, "Steps between metrics.jsonl / tracker lines.")
     eval_every: int = option(500, "Steps between evaluations on the held-out split (0 = only at the end).")
     eval_batches: int = option(50, "Largest number of batches per evaluation.")
+    report_to: list[str] = option(["tensorboard"], _REPORT_TO_HELP)
+    run_name: Optional[str] = option(None, _RUN_NAME_HELP)
+    project: str = option("bertpre", _PROJECT_HELP)
 
     def __post_init__(self) -> None:
+        _check_report_to(self)
         if self.log_every < 1:
             raise ConfigError(f"log_every: must be at least 1, got {self.log_every}")
         for name in ("eval_every", "eval_batches"):
@@ -328,8 +377,8 @@ class CheckpointOptions:
 class RuntimeOptions:
     """`pretrain` devices, precision and speed switches."""
 
-    mixed_precision: Literal["no", "bf16", "fp16"] = option("bf16", "bf16 autocast, fp16 with loss "
-                                                            "scaling, or fp32 (`no`). CPU runs use fp32.")
+    mixed_precision: Optional[Literal["no", "bf16", "fp16"]] = option(
+        None, "bf16 autocast, fp16 with loss scaling, or fp32 (`no`); " + _PRECISION_HELP)
     compile: bool = option(False, "torch.compile the model.")
     unpad_inputs: bool = option(False, "Skip padding outside attention: embeddings, projections, feed-forward "
                                 "and LayerNorms run on the real tokens only (same result; faster when "
@@ -353,14 +402,19 @@ class PretrainConfig:
 
     data: str = option("runs/data", "Prepared dataset (from `bertpre prepare`), or a directory of shards.")
     output: str = option("runs/pretrain", "Run directory: checkpoints, metrics.jsonl, TensorBoard logs.")
-    model: ModelConfig = option(ModelConfig(), "Model shape; a mapping or the path of a configs/model YAML.")
+    model: ModelConfig = option(ModelConfig(), "Model shape; a mapping, a YAML file, or a size shipped with bertpre "
+                                "(tiny, mini, small, medium, base, large: configs/model/NAME.yaml).")
     seed: int = option(42, "Seed of initialisation, data order, masking and dropout.")
     objective: Literal["mlm_nsp", "mlm"] = option("mlm_nsp", "Masked-LM + next-sentence prediction (BERT), or masked-LM "
                                                   "only (RoBERTa, cramming, ModernBERT: no NSP head, no pooler; "
                                                   "exported as BertForMaskedLM).")
     init_from: Optional[str] = option(None, "Start from these weights instead of random ones: any Hugging Face BERT "
-                                      "directory (continued pretraining; its config replaces `model`) or a bertpre "
-                                      "checkpoint (a new phase). Optimizer, schedule and step count start anew.")
+                                      "directory or Hub id (continued pretraining; its config replaces `model`) or a "
+                                      "bertpre checkpoint (a new phase). Optimizer, schedule and step count start anew.")
+    embedding_init: Literal["random", "cooccurrence"] = option(
+        "random", "Token embeddings to start from: random (BERT's), or cooccurrence: word vectors from the training "
+        "data (PPMI + SVD of tokens within 5 of each other; seconds, counted in the time budget), which gives a "
+        "short run meaningful embeddings from step 1.")
     batches: BatchOptions = group(BatchOptions, "Batch sizes, length bucketing, loading workers.")
     masking: MaskingOptions = group(MaskingOptions, "Masked-LM corruption.")
     optimization: OptimizationOptions = group(OptimizationOptions, "Optimizer and its hyper-parameters.")
@@ -368,6 +422,11 @@ class PretrainConfig:
     logging: LoggingOptions = group(LoggingOptions, "Metrics and evaluation.")
     checkpointing: CheckpointOptions = group(CheckpointOptions, "Checkpoints and resuming.")
     runtime: RuntimeOptions = group(RuntimeOptions, "Devices, precision and speed switches.")
+
+    def __post_init__(self) -> None:
+        if self.init_from and self.embedding_init != "random":
+            raise ConfigError(f"embedding_init: {self.embedding_init} would overwrite the embeddings that init_from "
+                              f"{self.init_from} brings; use one or the other")
 
 
 @dataclass
@@ -377,22 +436,29 @@ class ExportConfig:
     checkpoint: str = option("runs/pretrain", "A pretraining run directory or one of its checkpoint directories.")
     step: str = option("latest", "Which checkpoint of a run: `latest` or a step number.")
     output: str = option("runs/export", "Directory to write the Hugging Face model to.")
-    tokenizer: Optional[str] = option(None, "Tokenizer directory; default: the one the run's data was prepared with.")
+    tokenizer: Optional[str] = option(None, "Tokenizer directory or Hub id; default: the one the run's data was "
+                                      "prepared with.")
+    license: Optional[str] = option(None, "License of the model for the card's metadata, a Hugging Face identifier "
+                                    "(apache-2.0, mit, cc-by-4.0, other …); left out when unset.")
+    language: list[str] = option([], "Languages of the model for the card's metadata (ISO 639 codes: en, de …); "
+                                 "left out when unset.")
     overwrite: bool = option(False, "Replace a non-empty output directory.")
 
     def __post_init__(self) -> None:
         if self.step != "latest" and not self.step.isdigit():
             raise ConfigError(f"step: expected `latest` or a step number, got {self.step!r}")
+        _check_card_metadata(self)
 
 
 _METRICS = ("accuracy", "f1", "matthews_correlation", "pearson", "spearman")
+_REGRESSION_METRICS = ("pearson", "spearman")
 
 
 @dataclass
 class FinetuneConfig:
     """`bertpre finetune`: a classification or regression head on a BERT model."""
 
-    model: str = option("", "Exported bertpre model or any Hugging Face BERT directory.")
+    model: str = option("", "Exported bertpre model, any Hugging Face BERT directory, or a Hub id (bert-base-uncased).")
     task: Optional[str] = option(None, "GLUE preset (cola, sst2, mrpc, qqp, stsb, mnli, qnli, rte, wnli): "
                                  "files, columns, labels and metrics.")
     data_dir: str = option("glue", "Directory holding the GLUE task folders (SST-2/, MRPC/, …) for --task.")
@@ -422,38 +488,93 @@ class FinetuneConfig:
                                                    "initialisation of the same architecture (a baseline).")
     compare_random_init: bool = option(False, "Did pretraining pay? Also fine-tune the same architecture from random "
                                        "initialisation with identical settings and seeds; report both and the gain.")
-    mixed_precision: Literal["no", "bf16", "fp16"] = option("bf16", "Mixed precision on GPU (CPU runs use fp32).")
+    mixed_precision: Optional[Literal["no", "bf16", "fp16"]] = option(
+        None, "Mixed precision: bf16, fp16 or `no` (fp32); " + _PRECISION_HELP)
+    report_to: list[str] = option(["tensorboard"], _REPORT_TO_HELP)
+    run_name: Optional[str] = option(None, _RUN_NAME_HELP)
+    project: str = option("bertpre", _PROJECT_HELP)
     unpad_inputs: bool = option(False, "Skip padding outside attention (same result; faster on batches "
                                 "padded to their longest example).")
     cpu: bool = option(False, "Train on the CPU even when a GPU is present.")
     output: str = option("runs/finetune", "Directory for the classifier (model/), metrics and logs.")
+    license: Optional[str] = option(None, "License of the classifier for its card's metadata, a Hugging Face "
+                                    "identifier (apache-2.0, mit, other …) [the base model card's].")
+    language: list[str] = option([], "Languages of the classifier for its card's metadata (ISO 639 codes) "
+                                 "[the base model card's].")
     overwrite: bool = option(False, "Replace a non-empty output directory.")
 
     def __post_init__(self) -> None:
+        _check_report_to(self)
         for name in ("max_seq_length", "per_device_batch_size", "gradient_accumulation_steps", "epochs"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name}: must be at least 1")
         unknown = [m for m in self.metrics + ([self.metric] if self.metric else []) if m not in _METRICS]
         if unknown:
             raise ConfigError(f"metrics: unknown {unknown} (known: {', '.join(_METRICS)})")
+        if self.metric and self.metrics and self.metric not in self.metrics:
+            raise ConfigError(f"metric: {self.metric} is not among metrics {self.metrics}; add it there")
         if not 0 <= self.warmup_fraction < 1:
             raise ConfigError("warmup_fraction: must be in [0, 1)")
         _require_positive(self, "learning_rate")
         _require_not_negative(self, "weight_decay")
+        _check_card_metadata(self)
+
+
+_GLUE_FILES = "glue reads each task's train.tsv and dev file from --data-dir (DATA_DIR/SST-2/train.tsv, …)"
+_GLUE_PRESET = "glue takes each task's columns, labels and problem from its GLUE preset"
 
 
 @dataclass
 class GlueConfig(FinetuneConfig):
-    """`bertpre glue`: fine-tune and evaluate one model on several GLUE tasks."""
+    """`bertpre glue`: fine-tune and evaluate one model on several GLUE tasks.
 
-    tasks: list[str] = option(["cola", "sst2", "mrpc"], "GLUE tasks to run.")
+    Every `finetune` option applies to each task, except the ones that describe a single task's
+    data, which are refused (and hidden from ``--help``): see ``refused_options``.
+    """
+
+    tasks: list[str] = option(["cola", "sst2", "mrpc"], "GLUE tasks to run: cola, sst2, mrpc, qqp, stsb, mnli, "
+                              "qnli, rte, wnli.")
+
+    refused_options: ClassVar[dict[str, str]] = {
+        "task": "glue runs the tasks named by --tasks (e.g. --tasks sst2 mrpc)",
+        "train_file": _GLUE_FILES, "eval_file": _GLUE_FILES,
+        "text_column": _GLUE_PRESET, "text_pair_column": _GLUE_PRESET, "label_column": _GLUE_PRESET,
+        "column_names": _GLUE_PRESET, "problem": _GLUE_PRESET,
+    }
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        defaults = FinetuneConfig()
+        for name, why in self.refused_options.items():
+            if getattr(self, name) != getattr(defaults, name):
+                raise ConfigError(f"{name}: is for `bertpre finetune` (one task), not `bertpre glue`; {why}")
+        self._check_tasks()
+
+    def _check_tasks(self) -> None:
+        unknown = [name for name in self.tasks if name not in GLUE_TASKS]
+        if unknown:
+            raise ConfigError(f"tasks: unknown {unknown} (known: {', '.join(GLUE_TASKS)})")
+        if not self.tasks:
+            raise ConfigError("tasks: name at least one GLUE task")
+        twice = sorted({name for name in self.tasks if self.tasks.count(name) > 1})
+        if twice:
+            raise ConfigError(f"tasks: {twice} given twice")
+        for key, chosen in (("metrics", self.metrics), ("metric", [self.metric] if self.metric else [])):
+            for name in self.tasks:
+                preset = GLUE_TASKS[name]
+                misfits = [m for m in chosen if (m in _REGRESSION_METRICS) != preset.regression]
+                if misfits:
+                    kind = "regression" if preset.regression else "classification"
+                    raise ConfigError(f"{key}: {', '.join(misfits)} does not apply to {name}, a {kind} task (its "
+                                      f"metrics: {', '.join(preset.metrics)}); leave --{key} unset (each task's own) or "
+                                      "pick what suits every task of --tasks")
 
 
 @dataclass
 class PredictConfig:
     """`bertpre predict`: run an exported classifier over a file."""
 
-    model: str = option("", "Exported classifier directory (from `bertpre finetune`).")
+    model: str = option("", "Exported classifier directory (from `bertpre finetune`) or Hub id of a BERT classifier.")
     input: str = option("", "Rows to classify: .csv, .tsv, .jsonl, .parquet or hf:NAME@SPLIT.")
     output: str = option("predictions.jsonl", "One JSON line per row: label, label_id, score.")
     text_column: str = option("text", "Column with the (first) sentence.")

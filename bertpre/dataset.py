@@ -83,6 +83,10 @@ class PretrainingData:
         """Length of every example (tokens including specials)."""
         return np.diff(self._offsets)
 
+    def token_buffers(self) -> tuple[np.ndarray, np.ndarray]:
+        """Every example's token ids at once: offsets (one more than examples) and the concatenated ids."""
+        return self._offsets, self._values
+
     def example(self, index: int) -> dict[str, np.ndarray]:
         """One example as numpy arrays: ``input_ids``, ``token_type_ids``, ``next_sentence_label``."""
         start, end = self._offsets[index], self._offsets[index + 1]

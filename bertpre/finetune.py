@@ -9,6 +9,7 @@ the best) and ``finish`` (export the best epoch's model).
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import math
 import random
@@ -20,7 +21,7 @@ from typing import Any, Optional
 import numpy as np
 import torch
 
-from bertpre.accelerator import make_accelerator
+from bertpre.accelerator import describe_precision, make_accelerator, start_trackers
 from bertpre.batching import pad_examples
 from bertpre.config import save_config
 from bertpre.configs import FinetuneConfig
@@ -32,6 +33,7 @@ from bertpre.metrics import compute_metrics
 from bertpre.metrics_log import append_metrics
 from bertpre.model_card import classifier_model_card
 from bertpre.optim import build_scheduler, parameter_groups
+from bertpre.resolve import model_directory
 from bertpre.tables import EncodedRows, LabelledData, as_floats, read_table, select_columns
 
 
@@ -47,6 +49,7 @@ class FinetuneSummary:
     eval_rows: int
     seconds: float
     history: list[dict[str, float]] = field(default_factory=list)
+    precision: str = ""  # the accelerator's mixed_precision: no, bf16, fp16
 
     def table(self) -> str:
         """Human-readable summary."""
@@ -55,6 +58,8 @@ class FinetuneSummary:
                  f"best epoch       {self.best_epoch}"]
         lines += [f"{name:<16} {value:.4f}" for name, value in self.best_metrics.items()]
         lines.append(f"wall time        {self.seconds:.0f} s")
+        if self.precision:
+            lines.append(f"precision        {describe_precision(self.precision)}")
         return "\n".join(lines)
 
 
@@ -103,6 +108,8 @@ def _resolve_task(config: FinetuneConfig) -> _ResolvedTask:
                                "classification needs two or more (use --problem regression for scores)")
     metrics = tuple(config.metrics) or (preset.metrics if preset else (("pearson", "spearman") if regression
                                                                       else ("accuracy",)))
+    if config.metric and config.metric not in metrics:  # the metric that picks the best epoch is reported too
+        metrics += (config.metric,)
     names = dict(preset.label_names or {}) if preset else {}
     return _ResolvedTask(config.task or _task_name(train_file), train, evaluation, regression, label_list,
                          names, metrics)
@@ -171,8 +178,11 @@ def build(config: FinetuneConfig) -> _Run:
     from transformers import AutoTokenizer
 
     check_writable_output(Path(config.output), config.overwrite)
+    config = dataclasses.replace(config, model=str(model_directory(config.model)))  # a Hub id: its cached snapshot
     task = _resolve_task(config)
-    accelerator = make_accelerator(config.output, config.cpu, config.mixed_precision, config.gradient_accumulation_steps)
+    accelerator = make_accelerator(config.output, config.cpu, config.mixed_precision, config.gradient_accumulation_steps,
+                                   report_to=config.report_to)
+    config = dataclasses.replace(config, mixed_precision=accelerator.mixed_precision)  # as saved and reported
     set_seed(config.seed)
     num_labels = 1 if task.regression else len(task.label_list)
     id2label = {i: task.label_names.get(raw, raw) for i, raw in enumerate(task.label_list)}
@@ -201,7 +211,7 @@ def build(config: FinetuneConfig) -> _Run:
     scheduler = build_scheduler(optimizer, int(config.warmup_fraction * total_steps), total_steps, "linear")
     model, optimizer, train_loader, eval_loader, scheduler = accelerator.prepare(
         model, optimizer, train_loader, eval_loader, scheduler)
-    accelerator.init_trackers("tensorboard")
+    start_trackers(accelerator, config.output, config.project, config.run_name, dataclasses.asdict(config))
     return _Run(config, task, accelerator, model, optimizer, scheduler, train_loader, eval_loader,
                 len(train_set), len(eval_set))
 
@@ -266,7 +276,8 @@ def finish(run: _Run, best: _Best, history: list[dict[str, float]], started: flo
     if run.accelerator.is_main_process:
         _export_classifier(final, run.config, run.task, best, output)
     return FinetuneSummary(str(output / "model"), run.task.name, best.epoch, best.metrics,
-                           run.train_rows, run.eval_rows, time.perf_counter() - started, history)
+                           run.train_rows, run.eval_rows, time.perf_counter() - started, history,
+                           run.config.mixed_precision)
 
 
 @torch.no_grad()

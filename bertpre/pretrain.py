@@ -19,10 +19,10 @@ The same code runs on one CPU, one GPU, many GPUs and many nodes (``accelerate l
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import math
 import random
 import shutil
-import signal
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,7 +32,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from bertpre.accelerator import make_accelerator
+from bertpre.accelerator import describe_precision, make_accelerator, resolve_trackers, start_trackers
 from bertpre.checkpoint import (CHECKPOINTS_DIR, RUN_CONFIG_FILE, TrainerState, checkpoint_name, is_complete,
                                 checkpoint_problem, list_checkpoints, load_checkpoint, newest_intact_checkpoint,
                                 read_checkpoint_weights, save_checkpoint)
@@ -48,7 +48,11 @@ from bertpre.masking import MaskingCollator
 from bertpre.metrics_log import METRICS_FILE, append_metrics, truncate_metrics
 from bertpre.model import BertForPreTraining, bert_config
 from bertpre.optim import TimeBudgetSchedule, build_optimizer, build_scheduler
+from bertpre.preemption import StopRequests, requeue_after_stop, stop_signal_from_flags
+from bertpre.resolve import model_directory
 from bertpre.seeding import mix_seed
+from bertpre.sharding import refuse_unsupported_fsdp
+from bertpre.word_vectors import cooccurrence_vectors, token_stream
 
 
 # --------------------------------------------------------------------------------------------
@@ -95,27 +99,6 @@ def evaluate(model: nn.Module, data: PretrainingData, collator: MaskingCollator,
 # --------------------------------------------------------------------------------------------
 
 
-class _StopRequests:
-    """SIGTERM / SIGUSR1 (cluster preemption) ask the loop to checkpoint and stop at the next step."""
-
-    def __init__(self) -> None:
-        self.requested = False
-        self._previous: dict[int, Any] = {}
-
-    def __enter__(self) -> "_StopRequests":
-        for sig in (signal.SIGTERM, signal.SIGUSR1):
-            with contextlib.suppress(ValueError):  # not the main thread (e.g. a notebook)
-                self._previous[sig] = signal.signal(sig, self._handle)
-        return self
-
-    def _handle(self, signum: int, _frame: Any) -> None:
-        self.requested = True
-
-    def __exit__(self, *_exc: Any) -> None:
-        for sig, handler in self._previous.items():
-            signal.signal(sig, handler)
-
-
 @dataclass
 class PretrainSummary:
     """How a `pretrain` run ended, printed at the end of the command."""
@@ -129,12 +112,20 @@ class PretrainSummary:
     last_eval: dict[str, float]
     checkpoint: str
     seconds: float
+    stop_signal: str = ""  # 'SIGTERM' / 'SIGUSR1' when a signal stopped the run
+    requeued: bool = False  # its SLURM job was requeued (bertpre/preemption.py)
+    precision: str = ""  # the accelerator's mixed_precision: no, bf16, fp16
 
     def table(self) -> str:
         """Human-readable summary."""
         lines = [f"run              {self.output}", f"steps            {self.step:,}",
                  f"tokens seen      {self.tokens_seen:,}", f"stopped          {self.stopped_because}",
                  f"checkpoint       {self.checkpoint}", f"wall time        {self.seconds:.0f} s"]
+        if self.precision:
+            lines.append(f"precision        {describe_precision(self.precision)}")
+        if self.stop_signal:
+            lines.append("resume           " + ("the requeued SLURM job resumes from the checkpoint" if self.requeued
+                                              else "run the same command again (resume: auto)"))
         if self.skipped_steps:
             lines.append(f"skipped steps    {self.skipped_steps} (non-finite loss or gradients)")
         for key in ("mlm_loss", "nsp_loss", "mlm_accuracy", "tokens_per_second", "mfu"):
@@ -165,23 +156,38 @@ class _Run:
     started_at_step: int = 0
 
 
-def pretrain(config: PretrainConfig, show_progress: bool = True) -> PretrainSummary:
-    """Train ``BertForPreTraining`` on prepared data as ``config`` says; return how it ended."""
+def pretrain(config: PretrainConfig, show_progress: bool = True,
+             stop_requests: Optional[StopRequests] = None) -> PretrainSummary:
+    """Train ``BertForPreTraining`` on prepared data as ``config`` says; return how it ended.
+
+    A stop signal (SIGTERM/SIGUSR1) stops it after the next step with a checkpoint; pass
+    ``stop_requests`` already entered to catch signals from before the call (the CLI does, while torch loads).
+    """
     started = time.perf_counter()
-    run = build(config)
-    stopped_because, last_metrics, stop_requested = fit(run, show_progress)
-    return finish(run, stopped_because, last_metrics, stop_requested, started)
+    # a signal while the run starts (data, model, resume) or writes its last checkpoint is kept, never fatal
+    with contextlib.nullcontext(stop_requests) if stop_requests is not None else StopRequests() as requests:
+        run = build(config)
+        stopped_because, last_metrics, stop_signal = fit(run, requests, show_progress)
+        return finish(run, stopped_because, last_metrics, stop_signal, started)
 
 
 def build(config: PretrainConfig) -> _Run:
     """Check the data against the model, then make the accelerator, data, model, optimizer and
     schedule, and restore the newest checkpoint when resuming."""
+    if config.init_from:  # a Hub id becomes its cached snapshot; a local directory stays as it is
+        config = dataclasses.replace(config, init_from=str(model_directory(config.init_from, "--init-from")))
     metadata = read_data_metadata(config.data)
     bert = _model_config(config)
     _check_data_fits_model(config, bert, metadata)
     output = Path(config.output)
+    resolve_trackers(config.logging.report_to)  # a tracker that is not installed stops us before anything is cleared
     _clear_earlier_run_if_asked(config, output)
-    accelerator = make_accelerator(config.output, config.runtime.cpu, config.runtime.mixed_precision)
+    accelerator = make_accelerator(config.output, config.runtime.cpu, config.runtime.mixed_precision,
+                                   report_to=config.logging.report_to)
+    refuse_unsupported_fsdp(accelerator)
+    # the precision it trains in (the option, the launcher's or the default), as saved and reported
+    config = dataclasses.replace(config, runtime=dataclasses.replace(config.runtime,
+                                                                     mixed_precision=accelerator.mixed_precision))
     batches, world = config.batches, accelerator.num_processes
     if batches.global_batch_size % (batches.per_device_batch_size * world):
         raise BertpreError(f"global_batch_size: {batches.global_batch_size} is not divisible by "
@@ -205,11 +211,14 @@ def build(config: PretrainConfig) -> _Run:
     resume_from = _resume_point(config)
     if config.init_from and resume_from is None:
         accelerator.print(_load_initial_weights(config.init_from, model))
+    embedding_seconds = 0.0
+    if config.embedding_init == "cooccurrence" and resume_from is None:
+        embedding_seconds = _start_from_word_vectors(model, train_data, tokenizer, config.seed, accelerator)
     optimization = config.optimization
     optimizer = build_optimizer(model, optimization.optimizer, optimization.learning_rate, optimization.weight_decay,
                                 (optimization.adam_beta1, optimization.adam_beta2), optimization.adam_epsilon,
                                 accelerator.device)
-    state = TrainerState()
+    state = TrainerState(elapsed_seconds=embedding_seconds)  # the vectors' time counts in --max-minutes
     if total_steps == _UNBOUNDED:
         scheduler: Any = TimeBudgetSchedule(optimizer, schedule.warmup_steps, schedule.max_minutes * 60,
                                             schedule.lr_schedule, clock=lambda: state.elapsed_seconds)
@@ -230,18 +239,17 @@ def build(config: PretrainConfig) -> _Run:
     if accelerator.is_main_process:
         output.mkdir(parents=True, exist_ok=True)
         save_config(config, output / RUN_CONFIG_FILE)
-    accelerator.init_trackers("tensorboard", config={k: v for k, v in _flat(config_to_dict(config)).items()
-                                                     if isinstance(v, (int, float, str, bool))})
+    start_trackers(accelerator, config.output, config.logging.project, config.logging.run_name, config_to_dict(config))
     flops_per_token = training_flops_per_token(bert, train_data.max_seq_length, config.masking.mlm_probability)
     peak = gpu_peak_flops(torch.cuda.get_device_name()) if accelerator.device.type == "cuda" else None
     return _Run(config, accelerator, model, optimizer, scheduler, collator, train_data, eval_data, plan, total_steps,
                 state, flops_per_token, peak, started_at_step=state.step)
 
 
-def fit(run: _Run, show_progress: bool = True) -> tuple[str, dict[str, float], bool]:
-    """The training loop, from the run's current step to its budget or a stop request.
+def fit(run: _Run, stop_requests: StopRequests, show_progress: bool = True) -> tuple[str, dict[str, float], str]:
+    """The training loop, from the run's current step to its budget or a request in ``stop_requests``.
 
-    Returns why it stopped, the last logged metrics and whether a stop signal was received.
+    Returns why it stopped, the last logged metrics and the stop signal all ranks acted on ('' if none).
     """
     config, accelerator, model, state = run.config, run.accelerator, run.model, run.state
     world, accumulation = accelerator.num_processes, run.plan.accumulation_steps
@@ -251,62 +259,64 @@ def fit(run: _Run, show_progress: bool = True) -> tuple[str, dict[str, float], b
     progress = _progress_bar(show_progress and accelerator.is_local_main_process, state.step,
                              run.total_steps if run.total_steps != _UNBOUNDED else None)
     last_metrics: dict[str, float] = {}
-    stopped_because = "max_steps reached"
+    stopped_because, stop_signal = "max_steps reached", ""
     window = _ThroughputWindow()
     elapsed_before = state.elapsed_seconds
     run_started = time.perf_counter()
     model.train()
-    with _StopRequests() as stop_requests:
-        while state.step < run.total_steps:
-            step_metrics = _train_step(model, run.optimizer, batches, accelerator, accumulation, config)
-            state.elapsed_seconds = elapsed_before + time.perf_counter() - run_started
-            run.scheduler.step()
-            _update_state(state, step_metrics, config, world)
-            window.add(step_metrics["tokens"] * world, step_metrics["sequences"] * world)
-            if step_metrics["skipped"]:
-                accelerator.print(f"step {state.step}: non-finite loss or gradients, step skipped "
-                                  f"({state.consecutive_nonfinite} in a row)")
-            progress.update(1)
-            if state.step % config.logging.log_every == 0 or state.step == run.total_steps:
-                last_metrics = _log_metrics(run, step_metrics, window)
-                progress.set_postfix(loss=f"{last_metrics['loss']:.3f}", lr=f"{last_metrics['learning_rate']:.2e}",
-                                     tok_s=f"{last_metrics['tokens_per_second']:,.0f}")
-            if run.eval_data is not None and config.logging.eval_every and state.step % config.logging.eval_every == 0:
-                _run_evaluation(run)
-                window.reset()  # tokens/s measures training, not evaluation
-            reason = _stop_reason(state, config, stop_requests, accelerator)
-            if state.consecutive_nonfinite >= config.runtime.max_nonfinite_steps:
-                accelerator.end_training()
-                last = list_checkpoints(config.output)
-                raise BertpreError(f"stopped after {state.consecutive_nonfinite} non-finite steps in a row at step "
-                                   f"{state.step}; the last good checkpoint is {last[-1] if last else 'none'} "
-                                   "(lower the learning rate, use bf16 instead of fp16, or check the data)")
-            if reason:
-                stopped_because = reason
-                break
-            every = config.checkpointing.checkpoint_every
-            if every and state.step % every == 0 and state.step < run.total_steps:
-                save_checkpoint(accelerator, model, run.optimizer, run.scheduler, state, config)
-                window.reset()
+    while state.step < run.total_steps:
+        step_metrics = _train_step(model, run.optimizer, batches, accelerator, accumulation, config)
+        state.elapsed_seconds = elapsed_before + time.perf_counter() - run_started
+        run.scheduler.step()
+        _update_state(state, step_metrics, config, world)
+        window.add(step_metrics["tokens"] * world, step_metrics["sequences"] * world)
+        if step_metrics["skipped"]:
+            accelerator.print(f"step {state.step}: non-finite loss or gradients, step skipped "
+                              f"({state.consecutive_nonfinite} in a row)")
+        progress.update(1)
+        if state.step % config.logging.log_every == 0 or state.step == run.total_steps:
+            last_metrics = _log_metrics(run, step_metrics, window)
+            progress.set_postfix(loss=f"{last_metrics['loss']:.3f}", lr=f"{last_metrics['learning_rate']:.2e}",
+                                 tok_s=f"{last_metrics['tokens_per_second']:,.0f}")
+        if run.eval_data is not None and config.logging.eval_every and state.step % config.logging.eval_every == 0:
+            _run_evaluation(run)
+            window.reset()  # tokens/s measures training, not evaluation
+        reason, stop_signal = _stop_reason(state, config, stop_requests, accelerator)
+        if state.consecutive_nonfinite >= config.runtime.max_nonfinite_steps:
+            accelerator.end_training()
+            last = list_checkpoints(config.output)
+            raise BertpreError(f"stopped after {state.consecutive_nonfinite} non-finite steps in a row at step "
+                               f"{state.step}; the last good checkpoint is {last[-1] if last else 'none'} "
+                               "(lower the learning rate, use bf16 instead of fp16, or check the data)")
+        if reason:
+            stopped_because = reason
+            break
+        every = config.checkpointing.checkpoint_every
+        if every and state.step % every == 0 and state.step < run.total_steps:
+            save_checkpoint(accelerator, model, run.optimizer, run.scheduler, state, config)
+            window.reset()
     progress.close()
-    return stopped_because, last_metrics, stop_requests.requested
+    return stopped_because, last_metrics, stop_signal
 
 
-def finish(run: _Run, stopped_because: str, last_metrics: dict[str, float], stop_requested: bool,
+def finish(run: _Run, stopped_because: str, last_metrics: dict[str, float], stop_signal: str,
            started: float) -> PretrainSummary:
-    """Evaluate once more unless just done (or stopped by a signal), save the final checkpoint, and sum up."""
+    """Evaluate once more unless just done (or stopped by a signal), save the final checkpoint, requeue
+    the SLURM job if the signal asks for it, and sum up."""
     config, state = run.config, run.state
-    if run.eval_data is not None and state.last_eval.get("step") != state.step and not stop_requested:
+    if run.eval_data is not None and state.last_eval.get("step") != state.step and not stop_signal:
         _run_evaluation(run)
     checkpoints = list_checkpoints(config.output)
     if state.step == run.started_at_step and checkpoints and checkpoints[-1].name == checkpoint_name(state.step):
         checkpoint = checkpoints[-1]  # nothing trained since the checkpoint we resumed from
     else:
         checkpoint = save_checkpoint(run.accelerator, run.model, run.optimizer, run.scheduler, state, config)
+    requeued = requeue_after_stop(run.accelerator, stop_signal)  # every rank's checkpoint part is written
     run.accelerator.end_training()
     return PretrainSummary(str(config.output), state.step, state.tokens_seen, state.skipped_steps, stopped_because,
                            last_metrics, {k: v for k, v in state.last_eval.items() if k != "step"},
-                           str(checkpoint), time.perf_counter() - started)
+                           str(checkpoint), time.perf_counter() - started, stop_signal, requeued,
+                           config.runtime.mixed_precision)
 
 
 def _model_config(config: PretrainConfig) -> Any:
@@ -344,6 +354,21 @@ def _total_steps(config: PretrainConfig, train_data: PretrainingData) -> int:
         mean_length = float(train_data.lengths().mean())
         return math.ceil(schedule.max_tokens / (config.batches.global_batch_size * mean_length))
     return _UNBOUNDED
+
+
+def _start_from_word_vectors(model: BertForPreTraining, data: PretrainingData, tokenizer: Any, seed: int,
+                             accelerator: Any) -> float:
+    """Token embeddings (and so the tied MLM decoder) from the training data's co-occurrences; seconds taken."""
+    started = time.perf_counter()
+    embeddings = model.bert.embeddings.word.weight
+    ids, example = token_stream(*data.token_buffers(), seed=seed)
+    vectors = cooccurrence_vectors(ids, example, embeddings.shape[0], embeddings.shape[1],
+                                   set(tokenizer.all_special_ids), scale=model.config.initializer_range, seed=seed)
+    with torch.no_grad():
+        embeddings.copy_(vectors.vectors)
+    seconds = time.perf_counter() - started
+    accelerator.print(f"{vectors.describe()}, {seconds:.0f} s")
+    return seconds
 
 
 def _load_initial_weights(source: str, model: BertForPreTraining) -> str:
@@ -536,23 +561,25 @@ def _new_milestones(state: TrainerState, accuracy: float) -> list[float]:
     return reached
 
 
-def _stop_reason(state: TrainerState, config: PretrainConfig, stop_requests: _StopRequests, accelerator: Any) -> str:
-    """Why to stop now ('' to go on); every rank gets the same answer."""
+def _stop_reason(state: TrainerState, config: PretrainConfig, stop_requests: StopRequests,
+                 accelerator: Any) -> tuple[str, str]:
+    """Why to stop now ('' to go on) and the stop signal acted on ('' if none); every rank gets the same answer."""
     schedule = config.schedule
     flags = torch.tensor([
-        float(stop_requests.requested),
+        *stop_requests.flags(),
         float(schedule.max_minutes is not None and state.elapsed_seconds >= schedule.max_minutes * 60),
         float(schedule.max_tokens is not None and state.tokens_seen >= schedule.max_tokens),
     ], device=accelerator.device)
     if accelerator.num_processes > 1:
         flags = accelerator.reduce(flags, "max")
-    if flags[0]:
-        return "stop signal (SIGTERM/SIGUSR1): checkpoint saved"
-    if flags[1]:
-        return "max_minutes reached"
+    stop_signal = stop_signal_from_flags(flags[:2])
+    if stop_signal:
+        return f"stop signal ({stop_signal}): checkpoint saved", stop_signal
     if flags[2]:
-        return "max_tokens reached"
-    return ""
+        return "max_minutes reached", ""
+    if flags[3]:
+        return "max_tokens reached", ""
+    return "", ""
 
 
 def _optional_eval_data(path: str) -> Optional[PretrainingData]:
@@ -567,16 +594,6 @@ def _seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
-
-
-def _flat(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    flat: dict[str, Any] = {}
-    for key, value in data.items():
-        if isinstance(value, dict):
-            flat.update(_flat(value, f"{prefix}{key}."))
-        else:
-            flat[f"{prefix}{key}"] = value
-    return flat
 
 
 def _progress_bar(enabled: bool, initial: int, total: Optional[int]) -> Any:
