@@ -107,6 +107,28 @@ def resolve_trackers(report_to: Sequence[str]) -> list[str]:
     return list(dict.fromkeys(names))
 
 
+def uses_cpu(cpu: bool) -> bool:
+    """Whether a command runs on the CPU: its ``cpu`` option, ``accelerate launch --cpu``, or no GPU."""
+    from accelerate.utils import parse_flag_from_env
+
+    return cpu or parse_flag_from_env("ACCELERATE_USE_CPU") or not torch.cuda.is_available()
+
+
+def process_state(cpu: bool) -> Any:
+    """Accelerate's ``PartialState`` (rank, main process, ``wait_for_everyone``) before any Accelerator exists,
+    on the device :func:`make_accelerator` will use; it joins the launcher's process group."""
+    from accelerate import PartialState
+
+    return PartialState(cpu=uses_cpu(cpu))
+
+
+def finish_trackers(accelerator: Any) -> None:
+    """Flush and close the accelerator's trackers, keeping the process group (unlike ``end_training``):
+    one command may train several times (seeds, GLUE tasks), and Accelerate cannot set the group up again."""
+    for tracker in accelerator.trackers:
+        tracker.finish()
+
+
 def make_accelerator(output: str, cpu: bool, mixed_precision: Optional[str], gradient_accumulation_steps: int = 1,
                      report_to: Sequence[str] = ("tensorboard",)) -> Any:
     """An ``accelerate.Accelerator`` in the precision :func:`choose_precision` picks (saying so when it
@@ -114,9 +136,9 @@ def make_accelerator(output: str, cpu: bool, mixed_precision: Optional[str], gra
     from accelerate import Accelerator
     from accelerate.state import AcceleratorState
     from accelerate.tracking import TensorBoardTracker
-    from accelerate.utils import ProjectConfiguration, parse_flag_from_env
+    from accelerate.utils import ProjectConfiguration
 
-    use_cpu = cpu or parse_flag_from_env("ACCELERATE_USE_CPU") or not torch.cuda.is_available()
+    use_cpu = uses_cpu(cpu)
     choice = choose_precision(mixed_precision, use_cpu, os.environ.get(LAUNCHER_PRECISION_ENV))
     # TensorBoard as an instance, so its files stay in OUTPUT/tensorboard whatever the project is called.
     trackers = [TensorBoardTracker(TENSORBOARD_DIR, str(output)) if name == "tensorboard" else name

@@ -155,13 +155,19 @@ def _rank_checksums(accelerator: Any, model: nn.Module) -> list[float]:
     """
     if uses_fsdp(accelerator):
         reshard(model)
-    with torch.no_grad():
-        parameters = [p for p in accelerator.unwrap_model(model).parameters() if holds_first_copy(p)]
-        local = torch.stack([local_part(p).detach().double().sum() for p in parameters]).sum()
-    local = local.reshape(1).to(accelerator.device)
+    parameters = [p for p in accelerator.unwrap_model(model).parameters() if holds_first_copy(p)]
+    local = local_weight_sum(parameters, accelerator.device).reshape(1)
     if uses_fsdp(accelerator):
         torch.distributed.all_reduce(local)
     return [float(x) for x in accelerator.gather(local)]
+
+
+def local_weight_sum(parameters: list[torch.Tensor], device: Any) -> torch.Tensor:
+    """The float64 sum of this process's parts of ``parameters``, on ``device``; 0 for none (under hybrid
+    sharding a replica may hold no first copy at all, and must still join the all-reduce of the sums)."""
+    with torch.no_grad():
+        sums = [local_part(p).detach().double().sum().to(device) for p in parameters]
+        return torch.stack([torch.zeros((), dtype=torch.float64, device=device), *sums]).sum()
 
 
 def _rng_state() -> dict[str, Any]:

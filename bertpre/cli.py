@@ -121,7 +121,8 @@ def _run_pretrain(args: argparse.Namespace) -> int:
         from bertpre.pretrain import pretrain
 
         summary = pretrain(config, show_progress=sys.stderr.isatty(), stop_requests=stop_requests)
-    print(summary.table())
+    if summary.main_process:  # one summary per run, not one per rank
+        print(summary.table())
     return exit_status(summary.stop_signal, summary.requeued)  # 75 (EXIT_PREEMPTED): stopped by a signal, resumable
 
 
@@ -185,9 +186,13 @@ def _run_bench(args: argparse.Namespace) -> int:
 
 
 def _run_quickstart(args: argparse.Namespace) -> int:
-    from bertpre.quickstart import run_quickstart
+    from bertpre.quickstart import PretrainingStopped, run_quickstart
 
-    run_quickstart(config_from_args(QuickstartConfig, args), show_progress=sys.stderr.isatty())
+    try:
+        run_quickstart(config_from_args(QuickstartConfig, args), show_progress=sys.stderr.isatty())
+    except PretrainingStopped as stopped:
+        print(f"bertpre: {stopped}", file=sys.stderr)
+        return stopped.exit_status  # as `bertpre pretrain` stopped by that signal: 75, or 0 when requeued
     return 0
 
 
@@ -289,6 +294,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("bertpre: interrupted", file=sys.stderr)
         return 130
+    finally:
+        _end_process_group()
+
+
+def _end_process_group() -> None:
+    """Destroy a multi-process command's process group once, at its end: the runs inside one command
+    (seeds, GLUE tasks, the quickstart's stages) share it, as Accelerate cannot set it up twice."""
+    distributed = sys.modules.get("torch.distributed")  # a command that never loaded torch has none
+    if distributed is not None and distributed.is_available() and distributed.is_initialized():
+        distributed.destroy_process_group()
 
 
 if __name__ == "__main__":

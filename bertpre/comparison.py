@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from bertpre.accelerator import process_state
 from bertpre.configs import FinetuneConfig
 from bertpre.finetune import FinetuneSummary, finetune
 
@@ -85,7 +86,8 @@ def compare_finetunes(config: FinetuneConfig, show_progress: bool = True) -> Com
             summary.runs.setdefault(init, {})[seed] = result.best_metrics
             summary.seconds += result.seconds
     assert summary is not None
-    _save(summary)
+    if process_state(config.cpu).is_main_process:  # one writer under a multi-process launch
+        _save(summary)
     return summary
 
 

@@ -297,10 +297,13 @@ class OptimizationOptions:
     adam_beta2: float = option(0.999, "Second-moment decay.")
     adam_epsilon: float = option(1e-6, "Denominator epsilon.")
     max_grad_norm: float = option(1.0, "Clip the global gradient norm to this (0 = no clipping).")
+    embedding_lr_scale: float = option(1.0, "Learning rate of the token embeddings (and so the tied masked-LM decoder) "
+                                       "as a multiple of learning_rate; 0 freezes them, e.g. to keep the word vectors "
+                                       "of embedding_init while the layers train.")
 
     def __post_init__(self) -> None:
         _require_positive(self, "learning_rate", "adam_epsilon")
-        _require_not_negative(self, "weight_decay", "max_grad_norm")
+        _require_not_negative(self, "weight_decay", "max_grad_norm", "embedding_lr_scale")
         for name in ("adam_beta1", "adam_beta2"):
             if not 0.0 <= getattr(self, name) < 1.0:
                 raise ConfigError(f"{name}: must be in [0, 1), got {getattr(self, name)}")
@@ -415,6 +418,10 @@ class PretrainConfig:
         "random", "Token embeddings to start from: random (BERT's), or cooccurrence: word vectors from the training "
         "data (PPMI + SVD of tokens within 5 of each other; seconds, counted in the time budget), which gives a "
         "short run meaningful embeddings from step 1.")
+    mlm_bias_init: Literal["zeros", "unigram"] = option(
+        "zeros", "Bias of the masked-LM output to start from: zeros (BERT's), or unigram: the log-frequencies of the "
+        "training tokens, so the model predicts unigram statistics from step 1 and its hidden states need not "
+        "collapse onto the frequent tokens' direction to learn them.")
     batches: BatchOptions = group(BatchOptions, "Batch sizes, length bucketing, loading workers.")
     masking: MaskingOptions = group(MaskingOptions, "Masked-LM corruption.")
     optimization: OptimizationOptions = group(OptimizationOptions, "Optimizer and its hyper-parameters.")
@@ -426,6 +433,9 @@ class PretrainConfig:
     def __post_init__(self) -> None:
         if self.init_from and self.embedding_init != "random":
             raise ConfigError(f"embedding_init: {self.embedding_init} would overwrite the embeddings that init_from "
+                              f"{self.init_from} brings; use one or the other")
+        if self.init_from and self.mlm_bias_init != "zeros":
+            raise ConfigError(f"mlm_bias_init: {self.mlm_bias_init} would overwrite the masked-LM head that init_from "
                               f"{self.init_from} brings; use one or the other")
 
 
@@ -636,8 +646,9 @@ class QuickstartConfig:
     vocab_size: int = option(8000, "Vocabulary size of the quickstart tokenizer.")
     max_seq_length: int = option(128, "Length of the next-sentence pairs.")
     model_size: str = option("tiny", f"Model size: {', '.join(MODEL_SIZES)}.")
-    pretrain_steps: int = option(400, "Pretraining steps.")
-    batch_size: int = option(32, "Pretraining batch (sequences per step).")
+    pretrain_steps: int = option(800, "Pretraining steps.")
+    batch_size: int = option(16, "Pretraining batch (sequences per step; at this size more, smaller steps learn "
+                             "faster than fewer, larger ones for the same tokens).")
     learning_rate: float = option(2e-3, "Peak pretraining learning rate (small models like it high).")
     finetune_epochs: int = option(8, "Epochs of classifier fine-tuning.")
     num_classes: int = option(6, "Classes of the derived classification task (most frequent packages or files).")

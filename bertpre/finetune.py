@@ -21,7 +21,7 @@ from typing import Any, Optional
 import numpy as np
 import torch
 
-from bertpre.accelerator import describe_precision, make_accelerator, start_trackers
+from bertpre.accelerator import describe_precision, finish_trackers, make_accelerator, start_trackers
 from bertpre.batching import pad_examples
 from bertpre.config import save_config
 from bertpre.configs import FinetuneConfig
@@ -34,6 +34,7 @@ from bertpre.metrics_log import append_metrics
 from bertpre.model_card import classifier_model_card
 from bertpre.optim import build_scheduler, parameter_groups
 from bertpre.resolve import model_directory
+from bertpre.sharding import refuse_unsupported_fsdp
 from bertpre.tables import EncodedRows, LabelledData, as_floats, read_table, select_columns
 
 
@@ -182,6 +183,7 @@ def build(config: FinetuneConfig) -> _Run:
     task = _resolve_task(config)
     accelerator = make_accelerator(config.output, config.cpu, config.mixed_precision, config.gradient_accumulation_steps,
                                    report_to=config.report_to)
+    refuse_unsupported_fsdp(accelerator)
     config = dataclasses.replace(config, mixed_precision=accelerator.mixed_precision)  # as saved and reported
     set_seed(config.seed)
     num_labels = 1 if task.regression else len(task.label_list)
@@ -269,7 +271,7 @@ def fit(run: _Run, show_progress: bool = True) -> tuple[_Best, list[dict[str, fl
 
 def finish(run: _Run, best: _Best, history: list[dict[str, float]], started: float) -> FinetuneSummary:
     """Export the best epoch's model with its tokenizer, card, config and evaluation results."""
-    run.accelerator.end_training()
+    finish_trackers(run.accelerator)  # the next fine-tune of the command (a seed, a GLUE task) needs the process group
     final = run.accelerator.unwrap_model(run.model)
     final.load_state_dict(best.state)
     output = Path(run.config.output)

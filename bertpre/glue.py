@@ -15,6 +15,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from bertpre.accelerator import process_state
 from bertpre.comparison import ComparisonSummary, compare_finetunes, wants_several_runs
 from bertpre.config import save_config
 from bertpre.configs import FinetuneConfig, GlueConfig
@@ -30,21 +31,35 @@ def run_glue(config: GlueConfig, show_progress: bool = True) -> list[dict[str, A
     """Fine-tune and evaluate ``config.model`` on each of ``config.tasks``; save and return the leaderboard rows.
 
     A non-empty output without ``overwrite`` and missing task files are refused before any training;
-    with ``overwrite`` each task's earlier results are replaced.
+    with ``overwrite`` the earlier leaderboard goes at once and each task's earlier results before it runs.
+    Under a multi-process launch every process checks, and the main process alone writes and removes.
     """
     output = Path(config.output)
+    processes = process_state(config.cpu)
     check_writable_output(output, config.overwrite)
     for name in config.tasks:
         _check_task_files(config.data_dir, name)
-    output.mkdir(parents=True, exist_ok=True)
-    save_config(config, output / "glue.yaml")
+    processes.wait_for_everyone()  # every process has seen the folder as it was before the main one changes it
+    if processes.is_main_process:
+        _start_output(config, output)
     rows: list[dict[str, Any]] = []
     for name in config.tasks:
         task_config = glue_task_config(config, name)
-        _remove_earlier_results(Path(task_config.output))
+        if processes.is_main_process:
+            _remove_earlier_results(Path(task_config.output))
+        processes.wait_for_everyone()  # no process starts the task while its earlier results are being removed
         rows += task_rows(_run_task(task_config, show_progress))
-    write_text_atomically(output / RESULTS_FILE, json.dumps(rows, indent=2) + "\n")
+    if processes.is_main_process:
+        write_text_atomically(output / RESULTS_FILE, json.dumps(rows, indent=2) + "\n")
     return rows
+
+
+def _start_output(config: GlueConfig, output: Path) -> None:
+    """Create the output with the run's config; an earlier leaderboard goes first, so that a run that fails
+    never leaves it beside the new config."""
+    output.mkdir(parents=True, exist_ok=True)
+    (output / RESULTS_FILE).unlink(missing_ok=True)
+    save_config(config, output / "glue.yaml")
 
 
 def glue_task_config(config: GlueConfig, name: str) -> FinetuneConfig:

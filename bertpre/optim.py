@@ -98,13 +98,28 @@ def parameter_groups(model: nn.Module, weight_decay: float) -> list[dict[str, An
 
 def build_optimizer(model: nn.Module, name: str, learning_rate: float, weight_decay: float,
                     betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-6,
-                    device: torch.device | None = None) -> torch.optim.Optimizer:
-    """AdamW (fused on CUDA) or LAMB with BERT's weight-decay groups."""
+                    device: torch.device | None = None, embedding_lr_scale: float = 1.0) -> torch.optim.Optimizer:
+    """AdamW (fused on CUDA) or LAMB with BERT's weight-decay groups.
+
+    ``embedding_lr_scale`` ≠ 1 gives the token embeddings a group of their own at that multiple of
+    the learning rate (schedulers scale every group alike); freeze them (requires_grad False) for 0.
+    """
     groups = parameter_groups(model, weight_decay)
+    if embedding_lr_scale != 1.0:
+        groups = _with_own_embedding_group(model, groups, learning_rate * embedding_lr_scale, weight_decay)
     if name == "lamb":
         return Lamb(groups, lr=learning_rate, betas=betas, eps=eps)
     return torch.optim.AdamW(groups, lr=learning_rate, betas=betas, eps=eps,
                              fused=device is not None and device.type == "cuda")
+
+
+def _with_own_embedding_group(model: nn.Module, groups: list[dict[str, Any]], learning_rate: float,
+                              weight_decay: float) -> list[dict[str, Any]]:
+    embeddings = next(p for name, p in model.named_parameters() if name.endswith("embeddings.word.weight"))
+    if not embeddings.requires_grad:
+        return groups
+    rest = [{**group, "params": [p for p in group["params"] if p is not embeddings]} for group in groups]
+    return rest + [{"params": [embeddings], "weight_decay": weight_decay, "lr": learning_rate}]
 
 
 def learning_rate_factor(step: int, warmup_steps: int, total_steps: int, schedule: str) -> float:

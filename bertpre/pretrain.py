@@ -32,7 +32,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from bertpre.accelerator import describe_precision, make_accelerator, resolve_trackers, start_trackers
+from bertpre.accelerator import (describe_precision, finish_trackers, make_accelerator, resolve_trackers,
+                                 start_trackers)
 from bertpre.checkpoint import (CHECKPOINTS_DIR, RUN_CONFIG_FILE, TrainerState, checkpoint_name, is_complete,
                                 checkpoint_problem, list_checkpoints, load_checkpoint, newest_intact_checkpoint,
                                 read_checkpoint_weights, save_checkpoint)
@@ -48,11 +49,11 @@ from bertpre.masking import MaskingCollator
 from bertpre.metrics_log import METRICS_FILE, append_metrics, truncate_metrics
 from bertpre.model import BertForPreTraining, bert_config
 from bertpre.optim import TimeBudgetSchedule, build_optimizer, build_scheduler
-from bertpre.preemption import StopRequests, requeue_after_stop, stop_signal_from_flags
+from bertpre.preemption import REQUEUE_SIGNAL, StopRequests, requeue_after_stop, stop_signal_from_flags
 from bertpre.resolve import model_directory
 from bertpre.seeding import mix_seed
 from bertpre.sharding import refuse_unsupported_fsdp
-from bertpre.word_vectors import cooccurrence_vectors, token_stream
+from bertpre.word_vectors import cooccurrence_vectors, token_stream, unigram_log_probabilities
 
 
 # --------------------------------------------------------------------------------------------
@@ -70,13 +71,15 @@ def evaluate(model: nn.Module, data: PretrainingData, collator: MaskingCollator,
     model.eval()
     totals = torch.zeros(5, dtype=torch.float64, device=accelerator.device)  # loss·n, n, correct, nsp ok, pairs
     with_nsp = accelerator.unwrap_model(model).nsp is not None
-    batches = math.ceil(len(data) / batch_size)
-    for index in range(accelerator.process_index, min(batches, max_batches), accelerator.num_processes):
+    limit = min(math.ceil(len(data) / batch_size), max_batches)
+    for index, counts in evaluation_batches(limit, accelerator.process_index, accelerator.num_processes):
         examples = [data.example(i) for i in range(index * batch_size, min(len(data), (index + 1) * batch_size))]
         batch = collator(examples, generator=torch.Generator().manual_seed(mix_seed(seed, index)))
         batch = {k: v.to(accelerator.device) for k, v in batch.items()}
         with accelerator.autocast():
             output = model(**{k: v for k, v in batch.items() if k != "labels"})
+        if not counts:
+            continue
         n = batch["masked_labels"].numel()
         totals[0] += output.mlm_loss.double() * n
         totals[1] += n
@@ -92,6 +95,17 @@ def evaluate(model: nn.Module, data: PretrainingData, collator: MaskingCollator,
     if with_nsp:
         results["eval_nsp_accuracy"] = (totals[3] / totals[4].clamp(min=1)).item()
     return results
+
+
+def evaluation_batches(limit: int, rank: int, world: int) -> list[tuple[int, bool]]:
+    """The held-out batches process ``rank`` of ``world`` evaluates, one per forward pass, and whether each counts.
+
+    Batches ``0 .. limit-1`` are dealt round-robin, and every process makes the same number of passes,
+    ceil(limit / world): under FSDP each forward pass is a collective (the parameters' all-gather), so a
+    process with no batch left re-runs batch 0 without counting it rather than leave the others waiting.
+    """
+    passes = math.ceil(limit / world)
+    return [(index, True) if index < limit else (0, False) for index in range(rank, passes * world, world)]
 
 
 # --------------------------------------------------------------------------------------------
@@ -115,6 +129,7 @@ class PretrainSummary:
     stop_signal: str = ""  # 'SIGTERM' / 'SIGUSR1' when a signal stopped the run
     requeued: bool = False  # its SLURM job was requeued (bertpre/preemption.py)
     precision: str = ""  # the accelerator's mixed_precision: no, bf16, fp16
+    main_process: bool = True  # False on the other ranks of a multi-process run: they print no summary
 
     def table(self) -> str:
         """Human-readable summary."""
@@ -214,10 +229,14 @@ def build(config: PretrainConfig) -> _Run:
     embedding_seconds = 0.0
     if config.embedding_init == "cooccurrence" and resume_from is None:
         embedding_seconds = _start_from_word_vectors(model, train_data, tokenizer, config.seed, accelerator)
+    if config.mlm_bias_init == "unigram" and resume_from is None:
+        embedding_seconds += _start_from_unigram_bias(model, train_data, tokenizer, config.seed, accelerator)
     optimization = config.optimization
+    if optimization.embedding_lr_scale == 0:  # frozen: no gradient for the vocabulary-sized matrix at all
+        model.bert.embeddings.word.weight.requires_grad_(False)
     optimizer = build_optimizer(model, optimization.optimizer, optimization.learning_rate, optimization.weight_decay,
                                 (optimization.adam_beta1, optimization.adam_beta2), optimization.adam_epsilon,
-                                accelerator.device)
+                                accelerator.device, optimization.embedding_lr_scale)
     state = TrainerState(elapsed_seconds=embedding_seconds)  # the vectors' time counts in --max-minutes
     if total_steps == _UNBOUNDED:
         scheduler: Any = TimeBudgetSchedule(optimizer, schedule.warmup_steps, schedule.max_minutes * 60,
@@ -281,7 +300,7 @@ def fit(run: _Run, stop_requests: StopRequests, show_progress: bool = True) -> t
         if run.eval_data is not None and config.logging.eval_every and state.step % config.logging.eval_every == 0:
             _run_evaluation(run)
             window.reset()  # tokens/s measures training, not evaluation
-        reason, stop_signal = _stop_reason(state, config, stop_requests, accelerator)
+        reason, stop_signal = _stop_reason(state, config, stop_requests, accelerator, run.total_steps)
         if state.consecutive_nonfinite >= config.runtime.max_nonfinite_steps:
             accelerator.end_training()
             last = list_checkpoints(config.output)
@@ -311,12 +330,13 @@ def finish(run: _Run, stopped_because: str, last_metrics: dict[str, float], stop
         checkpoint = checkpoints[-1]  # nothing trained since the checkpoint we resumed from
     else:
         checkpoint = save_checkpoint(run.accelerator, run.model, run.optimizer, run.scheduler, state, config)
+    # SLURM's SIGTERM follows the requeue at once: the trackers' logs are complete before it
+    finish_trackers(run.accelerator)
     requeued = requeue_after_stop(run.accelerator, stop_signal)  # every rank's checkpoint part is written
-    run.accelerator.end_training()
     return PretrainSummary(str(config.output), state.step, state.tokens_seen, state.skipped_steps, stopped_because,
                            last_metrics, {k: v for k, v in state.last_eval.items() if k != "step"},
                            str(checkpoint), time.perf_counter() - started, stop_signal, requeued,
-                           config.runtime.mixed_precision)
+                           config.runtime.mixed_precision, run.accelerator.is_main_process)
 
 
 def _model_config(config: PretrainConfig) -> Any:
@@ -368,6 +388,22 @@ def _start_from_word_vectors(model: BertForPreTraining, data: PretrainingData, t
         embeddings.copy_(vectors.vectors)
     seconds = time.perf_counter() - started
     accelerator.print(f"{vectors.describe()}, {seconds:.0f} s")
+    return seconds
+
+
+def _start_from_unigram_bias(model: BertForPreTraining, data: PretrainingData, tokenizer: Any, seed: int,
+                             accelerator: Any) -> float:
+    """The masked-LM output bias from the training tokens' log-frequencies; seconds taken."""
+    started = time.perf_counter()
+    ids, _ = token_stream(*data.token_buffers(), seed=seed)
+    bias = model.mlm.bias
+    log_probs = unigram_log_probabilities(ids, bias.shape[0], set(tokenizer.all_special_ids))
+    with torch.no_grad():
+        bias.copy_(log_probs)
+    entropy = float(-(log_probs.exp() * log_probs).sum())
+    seconds = time.perf_counter() - started
+    accelerator.print(f"masked-LM bias from the unigram frequencies of {len(ids):,} tokens "
+                      f"(entropy {entropy:.2f} nats: the loss to beat), {seconds:.0f} s")
     return seconds
 
 
@@ -562,8 +598,12 @@ def _new_milestones(state: TrainerState, accuracy: float) -> list[float]:
 
 
 def _stop_reason(state: TrainerState, config: PretrainConfig, stop_requests: StopRequests,
-                 accelerator: Any) -> tuple[str, str]:
-    """Why to stop now ('' to go on) and the stop signal acted on ('' if none); every rank gets the same answer."""
+                 accelerator: Any, total_steps: int) -> tuple[str, str]:
+    """Why to stop now ('' to go on) and the stop signal acted on ('' if none); every rank gets the same answer.
+
+    SIGUSR1 (checkpoint and requeue) on the step that reaches the budget is not acted on: the run is done,
+    and finishes as any finished run does, rather than requeue a job with nothing left to do.
+    """
     schedule = config.schedule
     flags = torch.tensor([
         *stop_requests.flags(),
@@ -573,13 +613,11 @@ def _stop_reason(state: TrainerState, config: PretrainConfig, stop_requests: Sto
     if accelerator.num_processes > 1:
         flags = accelerator.reduce(flags, "max")
     stop_signal = stop_signal_from_flags(flags[:2])
-    if stop_signal:
+    budget = ("max_minutes reached" if flags[2] else "max_tokens reached" if flags[3]
+              else "max_steps reached" if state.step >= total_steps else "")
+    if stop_signal and not (stop_signal == REQUEUE_SIGNAL and budget):
         return f"stop signal ({stop_signal}): checkpoint saved", stop_signal
-    if flags[2]:
-        return "max_minutes reached", ""
-    if flags[3]:
-        return "max_tokens reached", ""
-    return "", ""
+    return budget, ""
 
 
 def _optional_eval_data(path: str) -> Optional[PretrainingData]:

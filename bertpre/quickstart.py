@@ -22,8 +22,9 @@ from bertpre.errors import BertpreError
 from bertpre.export import export_checkpoint
 from bertpre.finetune import finetune
 from bertpre.predict import predict
+from bertpre.preemption import exit_status
 from bertpre.prepare import prepare_pretraining_data
-from bertpre.pretrain import pretrain
+from bertpre.pretrain import PretrainSummary, pretrain
 from bertpre.report import write_report
 from bertpre.tokenizer import train_tokenizer
 
@@ -36,6 +37,16 @@ FILL_MASK_PROMPTS = [
     "return a new [MASK] containing the items of the sequence.",
     "this function raises a [MASK] if the file does not exist.",
 ]
+
+
+class PretrainingStopped(Exception):
+    """Pretraining was stopped by a signal (SIGTERM, SIGUSR1) after saving a checkpoint: the quickstart ends there
+    rather than export and fine-tune a half-trained model, with the exit status `bertpre pretrain` would have."""
+
+    def __init__(self, run: PretrainSummary) -> None:
+        super().__init__(f"quickstart: pretraining was stopped by {run.stop_signal} (checkpoint in {run.checkpoint}); "
+                         "export and fine-tuning skipped; run the quickstart again to start over")
+        self.exit_status = exit_status(run.stop_signal, run.requeued)
 
 
 def _stage(number: int, title: str) -> None:
@@ -80,10 +91,13 @@ def run_quickstart(config: QuickstartConfig, show_progress: bool = True) -> dict
         warmup_steps=max(1, config.pretrain_steps // 10), max_steps=config.pretrain_steps,
         eval_every=max(1, config.pretrain_steps // 4), checkpoint_every=max(1, config.pretrain_steps // 2),
         log_every=10, num_workers=1, resume="never", overwrite=True,
-        # word vectors of the corpus to start from: held-out NSP 0.61 instead of 0.47 after 400 steps
-        embedding_init="cooccurrence")), show_progress=show_progress)
+        # word vectors of the corpus to start from: held-out NSP 0.61 instead of 0.47 after 400 steps;
+        # the unigram bias and 30% masking: held-out MLM 0.138 instead of 0.126 (batch 16, 800 steps)
+        embedding_init="cooccurrence", mlm_bias_init="unigram", mlm_probability=0.3)), show_progress=show_progress)
     print(run.table())
     timed("pretrain", t)
+    if run.stop_signal:
+        raise PretrainingStopped(run)
 
     _stage(4, "export: Hugging Face format")
     t = time.perf_counter()

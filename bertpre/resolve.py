@@ -133,7 +133,7 @@ def hub_snapshot(repo_id: str, option: str, files: list[str]) -> Path:
                                f"(offline); {fix}") from None
         raise BertpreError(f"{option} {repo_id}: not a local directory, not in the Hugging Face cache, and the Hub "
                            f"could not be reached; {fix}") from None
-    except (OSError, ValueError) as error:  # a damaged cache, an unwritable cache directory, a bad id
+    except Exception as error:  # a damaged or unwritable cache, a bad id, httpx's network errors (not OSErrors)
         first = str(error).splitlines()[0] if str(error) else type(error).__name__
         raise BertpreError(f"{option} {repo_id}: could not get it from the Hugging Face Hub ({first[:160]}); "
                            f"{fix}") from None

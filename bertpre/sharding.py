@@ -4,8 +4,9 @@ Under FSDP every process holds a shard of each parameter (a ``DTensor``) and of 
 state. Checkpoints keep the layout they have without sharding: the model weights whole, in one
 file that ``export`` and ``transformers`` read, and the optimizer state whole too (keyed by
 parameter name rather than by position). Saving gathers each tensor in turn to the main process's
-CPU memory; loading reads the files on the main process and sends each process its shard. Every
-process must call these functions together.
+CPU memory. Loading reads the whole weights and optimizer state on the main process only and sends
+each process its shard; every process still verifies the checkpoint's files and reads the weight
+names, the scheduler and its own RNG state itself. Every process must call these functions together.
 
 Accelerate's FSDP1 (``fsdp_version: 1``, flat parameters) is refused: LAMB needs each parameter's
 norm, which flat parameters do not keep, and FSDP2 is torch's supported path.

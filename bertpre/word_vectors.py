@@ -51,6 +51,18 @@ def token_stream(offsets: np.ndarray, values: np.ndarray, max_tokens: int = MAX_
     return ids, example
 
 
+def unigram_log_probabilities(ids: np.ndarray, vocab_size: int, special_ids: set[int],
+                              smoothing: float = 0.1) -> torch.Tensor:
+    """Log-frequency of each vocabulary id in ``ids`` (add-``smoothing``), special tokens left out.
+
+    Special tokens are never masked-LM targets, so they get the floor of an unseen token.
+    """
+    counts = np.bincount(ids, minlength=vocab_size)[:vocab_size].astype(np.float64)
+    counts[sorted(i for i in special_ids if i < vocab_size)] = 0.0
+    smoothed = counts + smoothing
+    return torch.from_numpy(np.log(smoothed / smoothed.sum())).float()
+
+
 def cooccurrence_vectors(ids: np.ndarray, example: np.ndarray, vocab_size: int, dim: int,
                          special_ids: set[int], window: int = 5, scale: float = 0.02,
                          seed: int = 0) -> WordVectors:

@@ -65,6 +65,19 @@ def _builtin_articles(count: int = 10, size: int = 50_000) -> Path:
     return path
 
 
+def pretrain_tiny(data: Path, output: Path, **options: str) -> Path:
+    """`bertpre pretrain` of BERT-tiny on ``data`` into ``output``: CPU, quiet, no evaluation unless
+    ``options`` (command-line spellings as strings) say otherwise."""
+    from bertpre.config import load_config
+    from bertpre.configs import PretrainConfig
+    from bertpre.pretrain import pretrain
+
+    settings = {"data": str(data), "output": str(output), "model": str(REPO / "configs" / "model" / "tiny.yaml"),
+                "eval_every": "0", "log_every": "1", "num_workers": "0", "cpu": "true", **options}
+    pretrain(load_config(PretrainConfig, None, settings), show_progress=False)
+    return output
+
+
 def prepare_wiki64(output: Path, **overrides: object) -> Path:
     """The ten English articles as 64-token pairs with the default tokenizer, prepared at ``output``."""
     from bertpre.configs import PrepareConfig

@@ -217,6 +217,21 @@ def test_an_fsdp_checkpoint_holds_whole_tensors_and_loads_back_into_shards(check
                for r in range(2))
 
 
+def test_a_replica_without_first_copies_checksums_zero_and_still_joins_the_reduce(monkeypatch) -> None:
+    """Hybrid sharding: a process whose shards are all later copies counts nothing, yet must reach the all-reduce."""
+    from accelerate.utils import DistributedType
+
+    from bertpre import checkpoint
+
+    monkeypatch.setattr(checkpoint, "holds_first_copy", lambda tensor: False)
+    model = tiny_model(0)
+    replica = SimpleNamespace(distributed_type=DistributedType.NO, device=torch.device("cpu"),
+                              unwrap_model=lambda module: module, gather=lambda tensor: tensor)
+    assert checkpoint._rank_checksums(replica, model) == [0.0]
+    total = checkpoint.local_weight_sum([], torch.device("cpu"))
+    assert total.dtype == torch.float64 and total.item() == 0.0
+
+
 # ---- what is refused ------------------------------------------------------------------------------
 
 
@@ -233,6 +248,21 @@ def test_fsdp1_and_an_fsdp_config_that_accelerate_ignored_are_refused_in_one_lin
     fsdp2 = SimpleNamespace(distributed_type=DistributedType.FSDP,
                             state=SimpleNamespace(fsdp_plugin=SimpleNamespace(fsdp_version=2)))
     refuse_unsupported_fsdp(fsdp2)
+
+
+def test_finetune_refuses_an_fsdp_launch_config_in_one_line(tmp_path: Path, monkeypatch, capsys) -> None:
+    from bertpre.cli import main
+
+    from .tiny_glue import write_tiny_glue, write_tiny_model
+
+    model, data = write_tiny_model(tmp_path / "model"), write_tiny_glue(tmp_path / "glue")
+    monkeypatch.setenv("ACCELERATE_USE_FSDP", "true")  # what `accelerate launch --config_file fsdp.yaml` sets
+    status = main(["finetune", "--model", str(model), "--task", "sst2", "--data-dir", str(data), "--epochs", "1",
+                   "--cpu", "--report-to", "none", "--output", str(tmp_path / "out")])
+    err = capsys.readouterr().err.strip()
+    assert status == 2 and err.count("\n") == 0, err
+    assert err.startswith("bertpre: error: the accelerate config asks for FSDP (distributed_type: FSDP)")
+    assert not (tmp_path / "out" / "model").exists()
 
 
 # ---- whole runs: two processes under FSDP on the CPU ---------------------------------------------
@@ -358,6 +388,59 @@ def test_the_fsdp_config_on_a_machine_without_gpus_is_refused_in_one_line(wiki_d
     assert result.returncode != 0
     assert "bertpre: error: the accelerate config asks for FSDP (distributed_type: FSDP)" in result.stderr
     assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+@pytest.mark.parametrize("limit, world", [(50, 8), (3, 2), (1, 2), (4, 2), (0, 2)])
+def test_every_process_makes_as_many_evaluation_passes_and_each_batch_counts_once(limit: int, world: int) -> None:
+    from bertpre.pretrain import evaluation_batches
+
+    passes = [evaluation_batches(limit, rank, world) for rank in range(world)]
+    assert {len(p) for p in passes} == {math.ceil(limit / world)}  # under FSDP each pass is a collective
+    counted = sorted(index for p in passes for index, counts in p if counts)
+    assert counted == list(range(limit))
+    assert all(0 <= index < max(limit, 1) for p in passes for index, _ in p)
+    if limit % world == 0:  # divides evenly: the batches dealt as before, none re-run
+        assert passes == [[(i, True) for i in range(rank, limit, world)] for rank in range(world)]
+
+
+def run_or_kill(command: list[str], timeout: float) -> subprocess.CompletedProcess:
+    """Run a launch; past ``timeout`` fail, killing its workers too (they run in sessions of their own, and a
+    hung collective would keep them waiting long after the test)."""
+    import psutil
+
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=CPU_ONLY)
+    try:
+        stdout, stderr = process.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        for child in [*psutil.Process(process.pid).children(recursive=True), process]:
+            child.kill()
+        process.communicate()
+        pytest.fail(f"still running after {timeout:.0f} s (a collective that not every process reached?)")
+    return subprocess.CompletedProcess(command, process.returncode, stdout, stderr)
+
+
+def eval_metrics(output: Path) -> dict[int, dict[str, float]]:
+    lines = [json.loads(line) for line in (output / "metrics.jsonl").read_text().splitlines()]
+    return {line["step"]: {k: v for k, v in line.items() if k.startswith("eval_")}
+            for line in lines if "eval_mlm_loss" in line}
+
+
+@pytest.mark.slow
+def test_fsdp_evaluation_over_an_odd_number_of_batches_finishes_and_matches_one_process(wiki_data: Path,
+                                                                                       tmp_path: Path) -> None:
+    # 3 eval batches on 2 processes: one process has a batch fewer, and under FSDP every forward pass is a collective
+    options = ["--max-steps", "4", "--eval-every", "2", "--eval-batches", "3", "--checkpoint-every", "0"]
+    result = run_or_kill(pretrain_command("fsdp", wiki_data, tmp_path / "fsdp", *options), timeout=420)
+    assert result.returncode == 0, result.stdout + result.stderr[-5000:]
+    single = [sys.executable, "-m", "bertpre", "pretrain", "--data", str(wiki_data), "--output", str(tmp_path / "one"),
+              *OPTIONS, "--cpu", "true", *options]
+    run(single)
+    fsdp, one = eval_metrics(tmp_path / "fsdp"), eval_metrics(tmp_path / "one")
+    assert fsdp.keys() == one.keys() == {2, 4}
+    for step in one:  # the same 3 batches and masks; the weights differ by the reductions' summation order
+        assert fsdp[step].keys() == one[step].keys()
+        for name, value in one[step].items():
+            assert fsdp[step][name] == pytest.approx(value, rel=1e-5, abs=1e-3), (step, name)
 
 
 # ---- GPUs: the unmodified command --------------------------------------------------------------------

@@ -7,10 +7,16 @@ import contextlib
 import dataclasses
 import io
 import json
+import os
+import socket
 import statistics
+import subprocess
+import sys
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
+import accelerate
 import pytest
 
 from bertpre import comparison, glue
@@ -207,6 +213,39 @@ def test_overwrite_is_honoured_before_any_training(tiny: tuple[Path, Path], tmp_
     assert len(fake_finetune) == 2 and not stale.exists()
 
 
+def test_overwrite_removes_the_earlier_leaderboard_before_any_training(tiny: tuple[Path, Path], tmp_path: Path,
+                                                                      fake_finetune: list[FinetuneConfig],
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    output = tmp_path / "out"
+    run_glue(glue_config(tiny, output), show_progress=False)
+    assert (output / glue.RESULTS_FILE).exists()
+
+    def fail(config: FinetuneConfig, show_progress: bool = True) -> FinetuneSummary:
+        raise BertpreError("the fine-tune failed")
+
+    monkeypatch.setattr(glue, "finetune", fail)
+    with pytest.raises(BertpreError, match="the fine-tune failed"):
+        run_glue(glue_config(tiny, output, overwrite=True, epochs=2), show_progress=False)
+    assert "epochs: 2" in (output / "glue.yaml").read_text()
+    assert not (output / glue.RESULTS_FILE).exists()  # never the old leaderboard beside the new config
+
+
+def test_only_the_main_process_writes_or_removes_in_the_output(tiny: tuple[Path, Path], tmp_path: Path,
+                                                               fake_finetune: list[FinetuneConfig],
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    output = tmp_path / "out"
+    run_glue(glue_config(tiny, output), show_progress=False)
+    stale = output / "sst2" / "stale.txt"
+    stale.write_text("from an earlier run")
+    before = {name: (output / name).read_text() for name in ("glue.yaml", glue.RESULTS_FILE)}
+    waits: list[str] = []
+    other_rank = SimpleNamespace(is_main_process=False, wait_for_everyone=lambda: waits.append("wait"))
+    monkeypatch.setattr(accelerate, "PartialState", lambda cpu=False: other_rank)  # as rank 1 of a launch sees it
+    run_glue(glue_config(tiny, output, overwrite=True, epochs=2), show_progress=False)
+    assert stale.exists() and waits
+    assert {name: (output / name).read_text() for name in before} == before
+
+
 def test_missing_task_files_are_refused_before_any_training(tiny: tuple[Path, Path], tmp_path: Path,
                                                             fake_finetune: list[FinetuneConfig]) -> None:
     with pytest.raises(BertpreError, match=r"data_dir: .*MRPC/train.tsv not found \(task mrpc\)"):
@@ -236,3 +275,46 @@ def test_glue_command_with_seeds_and_random_init_on_a_tiny_model(tiny: tuple[Pat
     assert table[0].split() == ["task", "metric", "pretrained", "random", "init", "gain"]
     assert [line.split()[:2] for line in table[2:5]] == [["sst2", "accuracy"], ["stsb", "pearson"], ["stsb", "spearman"]]
     assert f"saved {output}/glue_results.json" in shown
+
+
+CPU_ONLY = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "OMP_NUM_THREADS": "1"}
+
+
+def launch_two(*args: str) -> subprocess.CompletedProcess:
+    """`bertpre ARGS` in two CPU processes joined by gloo, as `accelerate launch --multi_gpu` starts them."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    command = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+               "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port",
+               str(port), "-m", "bertpre", *args]
+    return subprocess.run(command, capture_output=True, text=True, timeout=600, env=CPU_ONLY)
+
+
+@pytest.mark.slow
+def test_several_fine_tunes_in_one_two_process_command(tiny: tuple[Path, Path], tmp_path: Path) -> None:
+    model, data = tiny
+    output = tmp_path / "seeds"
+    result = launch_two("finetune", "--model", str(model), "--task", "sst2", "--data-dir", str(data), "--seeds", "0",
+                        "1", "--epochs", "1", "--cpu", "--learning-rate", "1e-3", "--output", str(output))
+    assert result.returncode == 0, result.stdout + result.stderr[-5000:]
+    runs = json.loads((output / "comparison.json").read_text())["runs"]["pretrained"]
+    for seed in ("0", "1"):
+        measured = json.loads((output / "pretrained" / f"seed-{seed}" / "eval_results.json").read_text())
+        assert runs[seed]["accuracy"] == measured["accuracy"]
+
+
+@pytest.mark.slow
+def test_glue_on_two_processes_replaces_an_earlier_run(tiny: tuple[Path, Path], tmp_path: Path) -> None:
+    model, data = tiny
+    output = tmp_path / "glue"
+    (output / "sst2").mkdir(parents=True)
+    stale = output / "sst2" / "stale.txt"
+    stale.write_text("from an earlier run")
+    (output / glue.RESULTS_FILE).write_text("[]\n")
+    result = launch_two("glue", "--model", str(model), "--data-dir", str(data), "--tasks", "sst2", "cola",
+                        "--epochs", "1", "--cpu", "--learning-rate", "1e-3", "--overwrite", "true",
+                        "--output", str(output))
+    assert result.returncode == 0, result.stdout + result.stderr[-5000:]
+    rows = json.loads((output / glue.RESULTS_FILE).read_text())
+    assert list(dict.fromkeys(row["task"] for row in rows)) == ["sst2", "cola"] and not stale.exists()

@@ -142,6 +142,51 @@ def test_a_signal_while_torch_loads_is_kept_the_run_stops_after_one_step_and_req
     assert recorded(scontrol) == ["none requeue 4242"]
 
 
+def test_sigusr1_on_the_step_that_ends_the_run_finishes_it_without_a_requeue(data: Path, scontrol: Path,
+                                                                             tmp_path: Path) -> None:
+    output = tmp_path / "run"
+    command = [sys.executable, "-c", SIGNAL_WHILE_TORCH_LOADS, *pretrain_command(data, output, 1)[3:]]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr
+    assert "max_steps reached" in result.stdout and "requeued" not in result.stdout
+    assert recorded(scontrol) == []  # the run is done: a requeued job would only start a finished run again
+    assert [p.name for p in list_checkpoints(output)] == ["step-00000001"]
+
+
+def test_the_trackers_are_flushed_before_the_job_is_requeued(data: Path, scontrol: Path, tmp_path: Path,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """SLURM's SIGTERM follows `scontrol requeue` at once: logs flushed after it may be cut off."""
+    from accelerate.tracking import TensorBoardTracker
+
+    from bertpre import pretrain as pretrain_module
+    from bertpre.config import load_config
+    from bertpre.configs import PretrainConfig
+    from bertpre.preemption import StopRequests
+
+    events: list[str] = []
+    finish_tracker, requeue = TensorBoardTracker.finish, pretrain_module.requeue_after_stop
+
+    def recorded_finish(tracker: TensorBoardTracker) -> None:
+        events.append("trackers finished")
+        finish_tracker(tracker)
+
+    def recorded_requeue(accelerator: object, stop_signal: str) -> bool:
+        events.append("requeue")
+        return requeue(accelerator, stop_signal)
+
+    monkeypatch.setattr(TensorBoardTracker, "finish", recorded_finish)
+    monkeypatch.setattr(pretrain_module, "requeue_after_stop", recorded_requeue)
+    requests = StopRequests()
+    requests.received.add("SIGUSR1")  # SLURM's time-limit warning, during the first step
+    config = load_config(PretrainConfig, None, {
+        "data": str(data), "output": str(tmp_path / "run"), "model": str(REPO / "configs" / "model" / "tiny.yaml"),
+        "global_batch_size": "16", "per_device_batch_size": "8", "max_steps": "5", "eval_every": "0",
+        "num_workers": "0", "cpu": "true", "report_to": ["tensorboard"]})
+    summary = pretrain_module.pretrain(config, show_progress=False, stop_requests=requests)
+    assert summary.requeued and summary.step == 1
+    assert events == ["trackers finished", "requeue"]
+
+
 @pytest.mark.slow
 def test_two_processes_in_a_slurm_job_requeue_it_once_from_the_main_process(data: Path, scontrol: Path,
                                                                             tmp_path: Path) -> None:

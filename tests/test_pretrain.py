@@ -287,7 +287,8 @@ def test_two_process_job_matches_one_process_with_the_same_global_batch(wiki_dat
               "--main_process_port", "29517", "-m", "bertpre", "pretrain"]
     env = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "OMP_NUM_THREADS": "1"}
     run(launch + ["--output", str(tmp_path / "two"), *args, "--max-steps", "10", "--schedule-steps", "20"], env=env)
-    run(launch + ["--output", str(tmp_path / "two"), *args], env=env)  # resumes from step 10 to 20
+    resumed = run(launch + ["--output", str(tmp_path / "two"), *args], env=env)  # resumes from step 10 to 20
+    assert resumed.stdout.count("tokens seen") == 1  # one summary for the run, not one per rank
     state = json.loads((list_checkpoints(tmp_path / "two")[-1] / "trainer_state.json").read_text())
     assert state["step"] == 20 and len(state["rank_checksums"]) == 2
     assert state["rank_checksums"][0] == state["rank_checksums"][1]

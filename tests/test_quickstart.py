@@ -6,11 +6,16 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from transformers import AutoModelForSequenceClassification, pipeline
 
+from bertpre import quickstart as quickstart_module
+from bertpre.cli import main
 from bertpre.configs import QuickstartConfig
+from bertpre.preemption import EXIT_PREEMPTED
+from bertpre.pretrain import PretrainSummary
 from bertpre.quickstart import run_quickstart
 from bertpre.report import run_status
 
@@ -44,3 +49,25 @@ def test_status_lists_checkpoints_and_resumability(quickstart: dict[str, str]) -
     result = subprocess.run([sys.executable, "-m", "bertpre", "status", quickstart["pretraining run"]],
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 0 and "step-00000020" in result.stdout and "eval_mlm_loss" in result.stdout
+
+
+@pytest.mark.parametrize("stop_signal, requeued, status", [("SIGTERM", False, EXIT_PREEMPTED), ("SIGUSR1", True, 0)])
+def test_a_signal_during_pretraining_ends_the_quickstart_with_pretrains_exit_status(
+        stop_signal: str, requeued: bool, status: int, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture) -> None:
+    output = tmp_path / "run"
+
+    def stopped_pretraining(config, show_progress=True, stop_requests=None) -> PretrainSummary:
+        return PretrainSummary(config.output, 3, 1000, 0, f"stop signal ({stop_signal}): checkpoint saved", {}, {},
+                               f"{config.output}/checkpoints/step-00000003", 1.0, stop_signal, requeued)
+
+    monkeypatch.setattr(quickstart_module, "train_tokenizer", lambda config, show_progress=True: SimpleNamespace(
+        table=lambda: "tokenizer", output=config.output, vocab_size=1000))
+    monkeypatch.setattr(quickstart_module, "prepare_pretraining_data", lambda config, show_progress=True:
+                        SimpleNamespace(table=lambda: "data", output=config.output))
+    monkeypatch.setattr(quickstart_module, "pretrain", stopped_pretraining)
+    for stage in ("export_checkpoint", "finetune", "predict", "write_report"):  # not for a half-trained model
+        monkeypatch.setattr(quickstart_module, stage, lambda *args, stage=stage, **kwargs: pytest.fail(f"{stage} ran"))
+    assert main(["quickstart", "--output", str(output)]) == status
+    err = capsys.readouterr().err
+    assert f"bertpre: quickstart: pretraining was stopped by {stop_signal}" in err and err.count("\n") == 1

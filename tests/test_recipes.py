@@ -11,17 +11,14 @@ import pytest
 import torch
 
 from bertpre.checkpoint import list_checkpoints
-from bertpre.config import load_config
-from bertpre.configs import ExportConfig, FinetuneConfig, PrepareConfig, PretrainConfig
+from bertpre.configs import ExportConfig, FinetuneConfig, PrepareConfig
 from bertpre.errors import BertpreError
 from bertpre.export import export_checkpoint
 from bertpre.prepare import prepare_pretraining_data
-from bertpre.pretrain import ACCURACY_MILESTONES, _new_milestones, pretrain
+from bertpre.pretrain import ACCURACY_MILESTONES, _new_milestones
 from bertpre.report import run_status
 
-from .conftest import REPO, english_articles, prepare_wiki64
-
-TINY = str(REPO / "configs" / "model" / "tiny.yaml")
+from .conftest import english_articles, prepare_wiki64, pretrain_tiny
 
 
 @pytest.fixture(scope="module")
@@ -30,11 +27,8 @@ def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def run(data: Path, output: Path, **options: str) -> Path:
-    settings = {"data": str(data), "output": str(output), "model": TINY, "global_batch_size": "16",
-                "per_device_batch_size": "16", "warmup_steps": "2", "learning_rate": "1e-3", "eval_every": "0",
-                "eval_batches": "2", "log_every": "1", "num_workers": "0", "cpu": "true", **options}
-    pretrain(load_config(PretrainConfig, None, settings), show_progress=False)
-    return output
+    return pretrain_tiny(data, output, **{"global_batch_size": "16", "per_device_batch_size": "16", "warmup_steps": "2",
+                                          "learning_rate": "1e-3", "eval_batches": "2", **options})
 
 
 def metrics(output: Path) -> list[dict]:

@@ -198,6 +198,24 @@ def test_a_hub_id_not_in_the_offline_cache_is_one_line(tmp_path: Path, small_cor
         assert not out.exists()
 
 
+@pytest.mark.parametrize("failure", ["ProxyError", "ReadError", "RemoteProtocolError"])
+def test_a_network_failure_that_is_not_an_oserror_is_one_line(failure: str, tmp_path: Path, small_corpus: Path,
+                                                              monkeypatch: pytest.MonkeyPatch,
+                                                              capsys: pytest.CaptureFixture) -> None:
+    import httpx
+    import huggingface_hub
+
+    def unreachable(*args: object, **kwargs: object) -> str:
+        raise getattr(httpx, failure)("the proxy refused the connection")
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", unreachable)
+    err = refused(capsys, "finetune", "--model", "nobody/unreachable", "--train-file", str(small_corpus),
+                  "--output", str(tmp_path / "out"))
+    assert err == ("bertpre: error: --model nobody/unreachable: could not get it from the Hugging Face Hub (the proxy "
+                   "refused the connection); download it with `hf download nobody/unreachable` or give a path")
+    assert not (tmp_path / "out").exists()
+
+
 def test_hub_snapshots_get_the_checks_of_local_directories(tmp_path: Path, small_corpus: Path, tiny_bert: Path,
                                                             hub_cache: Path, capsys: pytest.CaptureFixture) -> None:
     bpe = tmp_path / "bpe"
