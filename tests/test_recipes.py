@@ -18,12 +18,12 @@ from bertpre.prepare import prepare_pretraining_data
 from bertpre.pretrain import ACCURACY_MILESTONES, _new_milestones
 from bertpre.report import run_status
 
-from .conftest import english_articles, prepare_wiki64, pretrain_tiny
+from .conftest import english_articles, pretrain_tiny
 
 
-@pytest.fixture(scope="module")
-def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return prepare_wiki64(tmp_path_factory.mktemp("recipes") / "wiki64", eval_fraction=0.2)
+@pytest.fixture
+def data(wiki64_with_eval: Path) -> Path:
+    return wiki64_with_eval
 
 
 def run(data: Path, output: Path, **options: str) -> Path:

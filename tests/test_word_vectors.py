@@ -19,7 +19,7 @@ from bertpre.dataset import PretrainingData
 from bertpre.errors import ConfigError
 from bertpre.word_vectors import cooccurrence_vectors, token_stream, unigram_log_probabilities
 
-from .conftest import prepare_wiki64, pretrain_tiny
+from .conftest import pretrain_tiny
 
 
 
@@ -69,9 +69,9 @@ def test_a_sample_of_whole_examples_when_the_data_is_large() -> None:
     assert not np.array_equal(ids, token_stream(offsets, values, max_tokens=2000, seed=4)[0])
 
 
-@pytest.fixture(scope="module")
-def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return prepare_wiki64(tmp_path_factory.mktemp("word-vectors") / "wiki64", eval_fraction=0.2)
+@pytest.fixture
+def data(wiki64_with_eval: Path) -> Path:
+    return wiki64_with_eval
 
 
 def run(data: Path, output: Path, **options: str) -> Path:
