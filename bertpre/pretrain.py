@@ -227,10 +227,15 @@ def build(config: PretrainConfig) -> _Run:
     if config.init_from and resume_from is None:
         accelerator.print(_load_initial_weights(config.init_from, model))
     embedding_seconds = 0.0
-    if config.embedding_init == "cooccurrence" and resume_from is None:
-        embedding_seconds = _start_from_word_vectors(model, train_data, tokenizer, config.seed, accelerator)
-    if config.mlm_bias_init == "unigram" and resume_from is None:
-        embedding_seconds += _start_from_unigram_bias(model, train_data, tokenizer, config.seed, accelerator)
+    if resume_from is None and (config.embedding_init == "cooccurrence" or config.mlm_bias_init == "unigram"):
+        started = time.perf_counter()
+        ids, example = token_stream(*train_data.token_buffers(), seed=config.seed)
+        special_ids = set(tokenizer.all_special_ids)
+        if config.embedding_init == "cooccurrence":
+            _start_from_word_vectors(model, ids, example, special_ids, config.seed, accelerator)
+        if config.mlm_bias_init == "unigram":
+            _start_from_unigram_bias(model, ids, special_ids, accelerator)
+        embedding_seconds = time.perf_counter() - started
     optimization = config.optimization
     if optimization.embedding_lr_scale == 0:  # frozen: no gradient for the vocabulary-sized matrix at all
         model.bert.embeddings.word.weight.requires_grad_(False)
@@ -376,35 +381,28 @@ def _total_steps(config: PretrainConfig, train_data: PretrainingData) -> int:
     return _UNBOUNDED
 
 
-def _start_from_word_vectors(model: BertForPreTraining, data: PretrainingData, tokenizer: Any, seed: int,
-                             accelerator: Any) -> float:
-    """Token embeddings (and so the tied MLM decoder) from the training data's co-occurrences; seconds taken."""
+def _start_from_word_vectors(model: BertForPreTraining, ids: np.ndarray, example: np.ndarray, special_ids: set[int],
+                             seed: int, accelerator: Any) -> None:
+    """Token embeddings (and so the tied MLM decoder) from the training tokens' co-occurrences."""
     started = time.perf_counter()
     embeddings = model.bert.embeddings.word.weight
-    ids, example = token_stream(*data.token_buffers(), seed=seed)
-    vectors = cooccurrence_vectors(ids, example, embeddings.shape[0], embeddings.shape[1],
-                                   set(tokenizer.all_special_ids), scale=model.config.initializer_range, seed=seed)
+    vectors = cooccurrence_vectors(ids, example, embeddings.shape[0], embeddings.shape[1], special_ids,
+                                   scale=model.config.initializer_range, seed=seed)
     with torch.no_grad():
         embeddings.copy_(vectors.vectors)
-    seconds = time.perf_counter() - started
-    accelerator.print(f"{vectors.describe()}, {seconds:.0f} s")
-    return seconds
+    accelerator.print(f"{vectors.describe()}, {time.perf_counter() - started:.0f} s")
 
 
-def _start_from_unigram_bias(model: BertForPreTraining, data: PretrainingData, tokenizer: Any, seed: int,
-                             accelerator: Any) -> float:
-    """The masked-LM output bias from the training tokens' log-frequencies; seconds taken."""
-    started = time.perf_counter()
-    ids, _ = token_stream(*data.token_buffers(), seed=seed)
+def _start_from_unigram_bias(model: BertForPreTraining, ids: np.ndarray, special_ids: set[int],
+                             accelerator: Any) -> None:
+    """The masked-LM output bias from the training tokens' log-frequencies."""
     bias = model.mlm.bias
-    log_probs = unigram_log_probabilities(ids, bias.shape[0], set(tokenizer.all_special_ids))
+    log_probs = unigram_log_probabilities(ids, bias.shape[0], special_ids)
     with torch.no_grad():
         bias.copy_(log_probs)
     entropy = float(-(log_probs.exp() * log_probs).sum())
-    seconds = time.perf_counter() - started
     accelerator.print(f"masked-LM bias from the unigram frequencies of {len(ids):,} tokens "
-                      f"(entropy {entropy:.2f} nats: the loss to beat), {seconds:.0f} s")
-    return seconds
+                      f"(entropy {entropy:.2f} nats: the loss to beat)")
 
 
 def _load_initial_weights(source: str, model: BertForPreTraining) -> str:
