@@ -58,6 +58,15 @@ def join_group(rank: int, port: int) -> None:
     torch.set_num_threads(1)
 
 
+def leave_group() -> None:
+    """End a spawned worker once every rank is done: a barrier, the group destroyed, and an exit that skips
+    interpreter teardown, where gloo's worker threads can still hold tensors and abort the process
+    (SIGABRT, "terminate called without an active exception"; seen once in CI, pytorch/pytorch#179291)."""
+    torch.distributed.barrier()
+    torch.distributed.destroy_process_group()
+    os._exit(0)
+
+
 def tiny_model(seed: int) -> BertForPreTraining:
     torch.manual_seed(seed)
     return BertForPreTraining(bert_config(ModelConfig(vocab_size=101, hidden_size=32, num_hidden_layers=2,
@@ -104,7 +113,7 @@ def lamb_on_shards(rank: int, port: int, output: Path) -> None:
             parameter.grad = distribute_tensor(grad, mesh, [Shard(0)])
         optimizer.step()
     torch.save([p.full_tensor() for p in parameters], output / f"rank{rank}.pt")
-    torch.distributed.destroy_process_group()
+    leave_group()
 
 
 def test_lamb_on_fsdp_shards_takes_the_step_it_takes_on_whole_tensors(tmp_path: Path) -> None:
@@ -174,8 +183,7 @@ def checkpoint_worker(rank: int, port: int, output: Path) -> None:
         torch.save({"weights": loaded_weights, "optimizer": loaded_optimizer, "saved_optimizer": saved_optimizer},
                    output / "loaded.pt")
     (output / f"rank{rank}.json").write_text(json.dumps(results))
-    accelerator.wait_for_everyone()
-    torch.distributed.destroy_process_group()
+    leave_group()
 
 
 @pytest.fixture(scope="module")
