@@ -280,10 +280,14 @@ class MaskingOptions:
 
     mlm_probability: float = option(0.15, "Fraction of tokens chosen for masked-LM (MosaicBERT: 0.3).")
     whole_word_mask: bool = option(False, "Mask all pieces of a word together.")
+    eval_mlm_probability: float = option(0.15, "Fraction of tokens masked in held-out evaluation, whatever the "
+                                         "training rate: runs that train at different rates report comparable "
+                                         "masked-LM accuracy (BERT's 15%).")
 
     def __post_init__(self) -> None:
-        if not 0.0 < self.mlm_probability < 1.0:
-            raise ConfigError(f"mlm_probability: must be in (0, 1), got {self.mlm_probability}")
+        for name in ("mlm_probability", "eval_mlm_probability"):
+            if not 0.0 < getattr(self, name) < 1.0:
+                raise ConfigError(f"{name}: must be in (0, 1), got {getattr(self, name)}")
 
 
 @dataclass
@@ -416,8 +420,10 @@ class PretrainConfig:
                                       "bertpre checkpoint (a new phase). Optimizer, schedule and step count start anew.")
     embedding_init: Literal["random", "cooccurrence"] = option(
         "random", "Token embeddings to start from: random (BERT's), or cooccurrence: word vectors from the training "
-        "data (PPMI + SVD of tokens within 5 of each other; seconds, counted in the time budget), which gives a "
-        "short run meaningful embeddings from step 1.")
+        "data (PPMI + SVD of tokens within embedding_window of each other; seconds, counted in the time budget), "
+        "which gives a short run meaningful embeddings from step 1.")
+    embedding_window: int = option(5, "Co-occurrence window of embedding_init: cooccurrence, in tokens (narrower: "
+                                   "more syntactic neighbours, wider: more topical ones).")
     mlm_bias_init: Literal["zeros", "unigram"] = option(
         "zeros", "Bias of the masked-LM output to start from: zeros (BERT's), or unigram: the log-frequencies of the "
         "training tokens, so the model predicts unigram statistics from step 1 and its hidden states need not "
@@ -431,6 +437,7 @@ class PretrainConfig:
     runtime: RuntimeOptions = group(RuntimeOptions, "Devices, precision and speed switches.")
 
     def __post_init__(self) -> None:
+        _require_positive(self, "embedding_window")
         if self.init_from and self.embedding_init != "random":
             raise ConfigError(f"embedding_init: {self.embedding_init} would overwrite the embeddings that init_from "
                               f"{self.init_from} brings; use one or the other")

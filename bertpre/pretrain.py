@@ -161,6 +161,7 @@ class _Run:
     optimizer: torch.optim.Optimizer
     scheduler: Any
     collator: MaskingCollator
+    eval_collator: MaskingCollator  # the fixed evaluation rate, not the training one
     train_data: PretrainingData
     eval_data: Optional[PretrainingData]
     plan: BatchPlan
@@ -214,6 +215,8 @@ def build(config: PretrainConfig) -> _Run:
     tokenizer = AutoTokenizer.from_pretrained(data_tokenizer_dir(metadata))
     collator = MaskingCollator.from_tokenizer(tokenizer, mlm_probability=config.masking.mlm_probability,
                                               whole_word=config.masking.whole_word_mask)
+    eval_collator = MaskingCollator.from_tokenizer(tokenizer, mlm_probability=config.masking.eval_mlm_probability,
+                                                   whole_word=config.masking.whole_word_mask)
     train_data = PretrainingData(config.data, "train")
     eval_data = _optional_eval_data(config.data)
     plan = BatchPlan(len(train_data), batches.global_batch_size, batches.per_device_batch_size, world, config.seed,
@@ -232,7 +235,8 @@ def build(config: PretrainConfig) -> _Run:
         ids, example = token_stream(*train_data.token_buffers(), seed=config.seed)
         special_ids = set(tokenizer.all_special_ids)
         if config.embedding_init == "cooccurrence":
-            _start_from_word_vectors(model, ids, example, special_ids, config.seed, accelerator)
+            _start_from_word_vectors(model, ids, example, special_ids, config.embedding_window, config.seed,
+                                     accelerator)
         if config.mlm_bias_init == "unigram":
             _start_from_unigram_bias(model, ids, special_ids, accelerator)
         embedding_seconds = time.perf_counter() - started
@@ -266,8 +270,8 @@ def build(config: PretrainConfig) -> _Run:
     start_trackers(accelerator, config.output, config.logging.project, config.logging.run_name, config_to_dict(config))
     flops_per_token = training_flops_per_token(bert, train_data.max_seq_length, config.masking.mlm_probability)
     peak = gpu_peak_flops(torch.cuda.get_device_name()) if accelerator.device.type == "cuda" else None
-    return _Run(config, accelerator, model, optimizer, scheduler, collator, train_data, eval_data, plan, total_steps,
-                state, flops_per_token, peak, started_at_step=state.step)
+    return _Run(config, accelerator, model, optimizer, scheduler, collator, eval_collator, train_data, eval_data, plan,
+                total_steps, state, flops_per_token, peak, started_at_step=state.step)
 
 
 def fit(run: _Run, stop_requests: StopRequests, show_progress: bool = True) -> tuple[str, dict[str, float], str]:
@@ -382,12 +386,12 @@ def _total_steps(config: PretrainConfig, train_data: PretrainingData) -> int:
 
 
 def _start_from_word_vectors(model: BertForPreTraining, ids: np.ndarray, example: np.ndarray, special_ids: set[int],
-                             seed: int, accelerator: Any) -> None:
+                             window: int, seed: int, accelerator: Any) -> None:
     """Token embeddings (and so the tied MLM decoder) from the training tokens' co-occurrences."""
     started = time.perf_counter()
     embeddings = model.bert.embeddings.word.weight
     vectors = cooccurrence_vectors(ids, example, embeddings.shape[0], embeddings.shape[1], special_ids,
-                                   scale=model.config.initializer_range, seed=seed)
+                                   window=window, scale=model.config.initializer_range, seed=seed)
     with torch.no_grad():
         embeddings.copy_(vectors.vectors)
     accelerator.print(f"{vectors.describe()}, {time.perf_counter() - started:.0f} s")
@@ -569,7 +573,7 @@ def _log_metrics(run: _Run, step: dict[str, float], window: _ThroughputWindow) -
 
 def _run_evaluation(run: _Run) -> None:
     config, accelerator, state = run.config, run.accelerator, run.state
-    results = evaluate(run.model, run.eval_data, run.collator, accelerator, config.batches.per_device_batch_size,
+    results = evaluate(run.model, run.eval_data, run.eval_collator, accelerator, config.batches.per_device_batch_size,
                        config.logging.eval_batches, config.seed)
     state.last_eval = {**results, "step": state.step}
     accelerator.log({f"eval/{k[5:]}": v for k, v in results.items()}, step=state.step)

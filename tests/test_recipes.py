@@ -60,6 +60,21 @@ def test_mlm_only_pretraining_exports_a_masked_lm_without_nsp_or_pooler(data: Pa
     assert "masked-LM" in (exported / "README.md").read_text() and "only" in (exported / "README.md").read_text()
 
 
+def test_held_out_accuracy_is_measured_at_one_masking_rate_whatever_the_training_rate(data: Path,
+                                                                                      tmp_path: Path) -> None:
+    # a learning rate too small to move the weights: the runs differ only in how they mask
+    def evaluation(name: str, **masking: str) -> dict:
+        output = run(data, tmp_path / name, max_steps="1", warmup_steps="0", learning_rate="1e-12", **masking)
+        return [m for m in metrics(output) if "eval_mlm_loss" in m][-1]
+
+    fifteen, forty = evaluation("train15"), evaluation("train40", mlm_probability="0.4")
+    assert forty["eval_mlm_loss"] == pytest.approx(fifteen["eval_mlm_loss"], abs=1e-5)
+    assert forty["eval_mlm_accuracy"] == pytest.approx(fifteen["eval_mlm_accuracy"], abs=1e-6)
+    # the evaluation rate is its own option, and it is the one evaluations use
+    other = evaluation("eval40", mlm_probability="0.4", eval_mlm_probability="0.4")
+    assert other["eval_mlm_loss"] != pytest.approx(forty["eval_mlm_loss"], abs=1e-3)
+
+
 def test_a_new_phase_starts_its_own_schedule_from_the_weights_and_says_so(
         data: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     phase1 = run(data, tmp_path / "phase1", max_steps="6", learning_rate="1e-3")
