@@ -29,10 +29,11 @@ class WordVectors:
     vectors: torch.Tensor
     seen: torch.Tensor
     tokens_counted: int
+    window: int = 5
 
     def describe(self) -> str:
         """One line for the run's output."""
-        return (f"token embeddings from co-occurrence (PPMI + SVD over {self.tokens_counted:,} tokens): "
+        return (f"token embeddings from co-occurrence (PPMI + SVD, window {self.window}, over {self.tokens_counted:,} tokens): "
                 f"{int(self.seen.sum()):,} of {len(self.seen):,} vocabulary ids seen")
 
 
@@ -77,11 +78,11 @@ def cooccurrence_vectors(ids: np.ndarray, example: np.ndarray, vocab_size: int, 
     vectors = torch.randn(vocab_size, dim, generator=generator) * scale
     seen = torch.zeros(vocab_size, dtype=torch.bool)
     if len(rows) == 0:
-        return WordVectors(vectors, seen, len(ids))
+        return WordVectors(vectors, seen, len(ids), window)
     matrix, seen_ids = _ppmi_matrix(rows, cols, weights)
     rank = min(dim, len(seen_ids) - 1)
     if rank < 1:
-        return WordVectors(vectors, seen, len(ids))
+        return WordVectors(vectors, seen, len(ids), window)
     left, singular = _truncated_svd(matrix, rank, seed)
     dense = left * singular.sqrt()
     dense = dense / dense.std().clamp_min(1e-12) * scale
@@ -90,7 +91,7 @@ def cooccurrence_vectors(ids: np.ndarray, example: np.ndarray, vocab_size: int, 
     if rank < dim:  # fewer distinct tokens than dimensions: the rest stay small and random
         vectors[index, rank:] *= 0.1
     vectors[index, :rank] = dense.float()
-    return WordVectors(vectors, seen, len(ids))
+    return WordVectors(vectors, seen, len(ids), window)
 
 
 def _weighted_pairs(ids: np.ndarray, example: np.ndarray, special_ids: set[int],

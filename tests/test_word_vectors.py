@@ -17,7 +17,7 @@ from bertpre.config import load_config
 from bertpre.configs import PretrainConfig
 from bertpre.dataset import PretrainingData
 from bertpre.errors import ConfigError
-from bertpre.word_vectors import cooccurrence_vectors, token_stream, unigram_log_probabilities
+from bertpre.word_vectors import WordVectors, cooccurrence_vectors, token_stream, unigram_log_probabilities
 
 from .conftest import pretrain_tiny
 
@@ -81,16 +81,22 @@ def run(data: Path, output: Path, **options: str) -> Path:
 
 def test_pretraining_starts_from_the_data_s_word_vectors_and_counts_their_time(
         data: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
-    output = run(data, tmp_path / "vectors", embedding_init="cooccurrence", max_steps="1", learning_rate="1e-9")
-    assert "token embeddings from co-occurrence" in capsys.readouterr().out
+    output = run(data, tmp_path / "vectors", embedding_init="cooccurrence", embedding_window="2", max_steps="1",
+                 learning_rate="1e-9")
+    assert "token embeddings from co-occurrence (PPMI + SVD, window 2" in capsys.readouterr().out
     train = PretrainingData(data, "train")
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(data / "tokenizer")
     embeddings = read_checkpoint_weights(list_checkpoints(output)[-1])["bert.embeddings.word.weight"]
-    expected = cooccurrence_vectors(*token_stream(*train.token_buffers(), seed=42), embeddings.shape[0],
-                                    embeddings.shape[1], set(tokenizer.all_special_ids), seed=42)
+
+    def vectors(window: int) -> WordVectors:
+        return cooccurrence_vectors(*token_stream(*train.token_buffers(), seed=42), embeddings.shape[0],
+                                    embeddings.shape[1], set(tokenizer.all_special_ids), window=window, seed=42)
+
+    expected, wider = vectors(2), vectors(5)
     assert torch.allclose(embeddings[expected.seen], expected.vectors[expected.seen], atol=1e-6)
+    assert not torch.allclose(embeddings[wider.seen], wider.vectors[wider.seen], atol=1e-3)
     random_start = read_checkpoint_weights(list_checkpoints(run(data, tmp_path / "random", max_steps="1",
                                                                 learning_rate="1e-9"))[-1])
     assert not torch.allclose(random_start["bert.embeddings.word.weight"], embeddings, atol=1e-3)
