@@ -29,7 +29,7 @@ class WordVectors:
     vectors: torch.Tensor
     seen: torch.Tensor
     tokens_counted: int
-    window: int = 5
+    window: int
 
     def describe(self) -> str:
         """One line for the run's output."""
