@@ -9,6 +9,7 @@ GPU machines without `datasets` can train: nothing here imports it.
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -54,19 +55,22 @@ class PretrainingData:
         self._open()
 
     def _open(self) -> None:
-        import pyarrow as pa
-
-        split = self.split
         tables = []
         for root in self.metadata["roots"]:
-            split_dir = Path(root) / split
-            files = sorted(split_dir.glob("data-*.arrow"))
+            split_dir = Path(root) / self.split
+            files = split_files(split_dir)
             if not files:
-                raise BertpreError(f"{split_dir}: no prepared {split} data (run `bertpre prepare`)")
-            for file in files:
-                with pa.memory_map(str(file)) as source:
-                    tables.append(pa.ipc.open_stream(source).read_all())
-        self.table = pa.concat_tables(tables).combine_chunks() if len(tables) > 1 else tables[0]
+                raise BertpreError(f"{split_dir}: no prepared {self.split} data (run `bertpre prepare`)")
+            shard_tables = [_read_arrow_file(file) for file in files]
+            _check_row_count(Path(root), self.split, sum(table.num_rows for table in shard_tables))
+            tables += shard_tables
+        import pyarrow as pa
+
+        try:
+            self.table = pa.concat_tables(tables).combine_chunks() if len(tables) > 1 else tables[0]
+        except pa.ArrowInvalid:
+            raise BertpreError(f"{self.path}: its {self.split} files differ in layout (prepared by different "
+                               "versions or tokenizers?); prepare the data again") from None
         self._offsets, self._values = _list_buffers(self.table.column("input_ids"))
         self._type_offsets, self._type_values = _list_buffers(self.table.column("token_type_ids"))
         self._nsp = self.table.column("next_sentence_label").to_numpy()
@@ -94,6 +98,53 @@ class PretrainingData:
         return {"input_ids": self._values[start:end],
                 "token_type_ids": self._type_values[type_start:type_start + end - start],
                 "next_sentence_label": self._nsp[index]}
+
+
+def split_files(split_dir: Path) -> list[Path]:
+    """The Arrow files of one split directory in order, refusing a set with a file missing.
+
+    Files are named ``data-00003-of-00008.arrow``: a copy that lost one would otherwise train on
+    seven eighths of the data without a word.
+    """
+    files = sorted(split_dir.glob("data-*.arrow"))
+    present: dict[int, set[int]] = {}  # "of N" → the indices present
+    for file in files:
+        match = _FILE_NAME.fullmatch(file.name)
+        if match:
+            present.setdefault(int(match.group(2)), set()).add(int(match.group(1)))
+    for total, indices in present.items():
+        missing = sorted(set(range(total)) - indices)
+        if missing:
+            raise BertpreError(f"{split_dir}: data-{missing[0]:05d}-of-{total:05d}.arrow is missing ({len(missing)} of "
+                               f"{total} files); copy the directory again or prepare the data again")
+    return files
+
+
+_FILE_NAME = re.compile(r"data-(\d+)-of-(\d+)\.arrow")
+
+
+def _read_arrow_file(file: Path):  # noqa: ANN202 - a pyarrow Table
+    """One memory-mapped Arrow stream; a damaged or cut-short file is named in one line."""
+    import pyarrow as pa
+
+    try:
+        with pa.memory_map(str(file)) as source:
+            table = pa.ipc.open_stream(source).read_all()
+    except (pa.ArrowInvalid, OSError) as error:
+        reason = (str(error).splitlines() or [type(error).__name__])[0][:80]
+        raise BertpreError(f"{file}: damaged or cut short ({reason}); copy it again or prepare the data again") from None
+    missing = [name for name in ("input_ids", "token_type_ids", "next_sentence_label") if name not in table.column_names]
+    if missing:
+        raise BertpreError(f"{file}: not `bertpre prepare` data (no column {', '.join(missing)}); prepare the data again")
+    return table
+
+
+def _check_row_count(root: Path, split: str, rows: int) -> None:
+    """The split holds as many pairs as `prepare` wrote (its summary says), or the data is incomplete."""
+    expected = _read_metadata(root / METADATA_FILE).get("summary", {}).get(f"{split}_pairs")
+    if isinstance(expected, int) and expected != rows:
+        raise BertpreError(f"{root / split}: holds {rows:,} pairs where `bertpre prepare` wrote {expected:,}; the "
+                           "directory is incomplete or was mixed with another: copy or prepare it again")
 
 
 def _list_buffers(column) -> tuple[np.ndarray, np.ndarray]:  # noqa: ANN001

@@ -40,7 +40,7 @@ from bertpre.checkpoint import (CHECKPOINTS_DIR, RUN_CONFIG_FILE, TrainerState, 
 from bertpre.config import config_to_dict, load_config, save_config
 from bertpre.configs import PretrainConfig
 from bertpre.data_order import BatchPlan, MicroBatches, micro_batch_loader
-from bertpre.dataset import PretrainingData, data_tokenizer_dir, read_data_metadata
+from bertpre.dataset import PretrainingData, data_tokenizer_dir, read_data_metadata, split_files
 from bertpre.errors import BertpreError
 from bertpre.flops import gpu_peak_flops, training_flops_per_token
 from bertpre.hf_directory import load_encoder_weights, read_bert_config, read_safetensors
@@ -197,6 +197,8 @@ def build(config: PretrainConfig) -> _Run:
     _check_data_fits_model(config, bert, metadata)
     output = Path(config.output)
     resolve_trackers(config.logging.report_to)  # a tracker that is not installed stops us before anything is cleared
+    train_data = PretrainingData(config.data, "train")  # damaged data is refused before an earlier run is cleared
+    eval_data = _optional_eval_data(config.data)
     _clear_earlier_run_if_asked(config, output)
     accelerator = make_accelerator(config.output, config.runtime.cpu, config.runtime.mixed_precision,
                                    report_to=config.logging.report_to)
@@ -217,8 +219,6 @@ def build(config: PretrainConfig) -> _Run:
                                               whole_word=config.masking.whole_word_mask)
     eval_collator = MaskingCollator.from_tokenizer(tokenizer, mlm_probability=config.masking.eval_mlm_probability,
                                                    whole_word=config.masking.whole_word_mask)
-    train_data = PretrainingData(config.data, "train")
-    eval_data = _optional_eval_data(config.data)
     plan = BatchPlan(len(train_data), batches.global_batch_size, batches.per_device_batch_size, world, config.seed,
                      lengths=train_data.lengths() if batches.bucket_by_length else None)
     schedule = config.schedule
@@ -623,10 +623,11 @@ def _stop_reason(state: TrainerState, config: PretrainConfig, stop_requests: Sto
 
 
 def _optional_eval_data(path: str) -> Optional[PretrainingData]:
-    try:
-        data = PretrainingData(path, "eval")
-    except BertpreError:
+    """The held-out split when `prepare` wrote one (a damaged one is refused, never skipped)."""
+    roots = read_data_metadata(path)["roots"]
+    if not all(split_files(Path(root) / "eval") for root in roots):
         return None
+    data = PretrainingData(path, "eval")
     return data if len(data) else None
 
 
