@@ -17,6 +17,7 @@ from typing import Any
 from bertpre.accelerator import process_state
 from bertpre.configs import FinetuneConfig
 from bertpre.finetune import FinetuneSummary, finetune
+from bertpre.io import write_text_atomically
 
 
 def wants_several_runs(config: FinetuneConfig) -> bool:
@@ -98,4 +99,4 @@ def _save(summary: ComparisonSummary) -> None:
                               "means": {init: summary.mean(init) for init in summary.runs},
                               "gain": summary.gain()}
     Path(summary.output).mkdir(parents=True, exist_ok=True)
-    (Path(summary.output) / "comparison.json").write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+    write_text_atomically(Path(summary.output) / "comparison.json", json.dumps(record, indent=2) + "\n")

@@ -532,9 +532,30 @@ class FinetuneConfig:
             raise ConfigError(f"metric: {self.metric} is not among metrics {self.metrics}; add it there")
         if not 0 <= self.warmup_fraction < 1:
             raise ConfigError("warmup_fraction: must be in [0, 1)")
+        if self.max_train_samples is not None and self.max_train_samples < 1:
+            raise ConfigError("max_train_samples: must be at least 1 (leave it unset to train on every row)")
+        self._check_problem_fits_metrics()
         _require_positive(self, "learning_rate")
         _require_not_negative(self, "weight_decay")
         _check_card_metadata(self)
+
+
+    def _check_problem_fits_metrics(self) -> None:
+        """A regression scored by accuracy, or a GLUE classification task run as a regression, means nothing."""
+        preset = GLUE_TASKS.get(self.task) if self.task else None
+        if preset is not None and self.problem != "auto" and (self.problem == "regression") != preset.regression:
+            kind = "regression" if preset.regression else "classification"
+            raise ConfigError(f"problem: {self.task} is a {kind} task; leave --problem at auto for a GLUE task")
+        # auto without a preset means classification, as _resolve_task reads it
+        regression = self.problem == "regression" or (self.problem == "auto" and preset is not None and preset.regression)
+        chosen = self.metrics + ([self.metric] if self.metric else [])
+        misfits = [m for m in chosen if (m in _REGRESSION_METRICS) != regression]
+        if misfits:
+            kind = "regression" if regression else "classification"
+            fitting = [m for m in _METRICS if (m in _REGRESSION_METRICS) == regression]
+            hint = "" if regression or self.task else "; for numeric scores pass --problem regression"
+            raise ConfigError(f"metrics: {', '.join(misfits)} does not apply to a {kind} task (use "
+                              f"{', '.join(fitting)}){hint}")
 
 
 _GLUE_FILES = "glue reads each task's train.tsv and dev file from --data-dir (DATA_DIR/SST-2/train.tsv, …)"
@@ -566,6 +587,9 @@ class GlueConfig(FinetuneConfig):
             if getattr(self, name) != getattr(defaults, name):
                 raise ConfigError(f"{name}: is for `bertpre finetune` (one task), not `bertpre glue`; {why}")
         self._check_tasks()
+
+    def _check_problem_fits_metrics(self) -> None:
+        """Each task of --tasks has its own kind: `_check_tasks` checks the metrics against every one."""
 
     def _check_tasks(self) -> None:
         unknown = [name for name in self.tasks if name not in GLUE_TASKS]
@@ -601,6 +625,12 @@ class PredictConfig:
     max_seq_length: int = option(128, "Longest tokenized input.")
     batch_size: int = option(64, "Rows per forward pass.")
     cpu: bool = option(False, "Predict on the CPU even when a GPU is present.")
+    overwrite: bool = option(False, "Replace an existing output file.")
+
+    def __post_init__(self) -> None:
+        for name in ("max_seq_length", "batch_size"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name}: must be at least 1")
 
 
 @dataclass

@@ -13,6 +13,7 @@ import dataclasses
 import json
 import math
 import random
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,21 +22,24 @@ from typing import Any, Optional
 import numpy as np
 import torch
 
-from bertpre.accelerator import describe_precision, finish_trackers, make_accelerator, start_trackers
+from bertpre.accelerator import (TENSORBOARD_DIR, describe_precision, finish_trackers, make_accelerator, process_state,
+                                 start_trackers)
 from bertpre.batching import pad_examples
 from bertpre.config import save_config
 from bertpre.configs import FinetuneConfig
 from bertpre.errors import BertpreError
 from bertpre.glue_tasks import GLUE_TASKS
-from bertpre.hf_directory import export_model, load_pretrained
-from bertpre.io import check_writable_output
+from bertpre.hf_directory import (check_tokenizer_matches, export_model, load_pretrained, read_bert_config,
+                                  usable_sequence_length)
+from bertpre.io import check_writable_output, write_text_atomically
 from bertpre.metrics import compute_metrics
-from bertpre.metrics_log import append_metrics
+from bertpre.metrics_log import METRICS_FILE, append_metrics
 from bertpre.model_card import classifier_model_card
 from bertpre.optim import build_scheduler, parameter_groups
 from bertpre.resolve import model_directory
 from bertpre.sharding import refuse_unsupported_fsdp
 from bertpre.tables import EncodedRows, LabelledData, as_floats, read_table, select_columns
+from bertpre.tokenizer_files import check_wordpiece_files, load_tokenizer
 
 
 @dataclass
@@ -90,13 +94,12 @@ def _resolve_task(config: FinetuneConfig) -> _ResolvedTask:
     regression = config.problem == "regression" or (config.problem == "auto" and preset is not None and preset.regression)
     train = select_columns(read_table(train_file, columns), text, pair, label, train_file)
     evaluation = select_columns(read_table(eval_file, columns), text, pair, label, eval_file)
+    if regression:  # every row checked, not only the sampled ones
+        train.labels = as_floats(train, train_file, label)
+        evaluation.labels = as_floats(evaluation, eval_file, label)
     if config.max_train_samples and config.max_train_samples < len(train.texts):
-        keep = sorted(random.Random(config.seed).sample(range(len(train.texts)), config.max_train_samples))
-        train = LabelledData([train.texts[i] for i in keep], [train.pairs[i] for i in keep] if train.pairs else None,
-                             [train.labels[i] for i in keep])
+        train = train.subset(sorted(random.Random(config.seed).sample(range(len(train.texts)), config.max_train_samples)))
     if regression:
-        train.labels = as_floats(train.labels, train_file, label)
-        evaluation.labels = as_floats(evaluation.labels, eval_file, label)
         label_list: list[str] = []
     else:
         label_list = sorted({str(v) for v in train.labels}, key=_natural_key)
@@ -176,14 +179,18 @@ def finetune(config: FinetuneConfig, show_progress: bool = True) -> FinetuneSumm
 def build(config: FinetuneConfig) -> _Run:
     """Read the task, load the model with a fresh head, tokenize the rows, make the optimizer and schedule."""
     from accelerate.utils import set_seed
-    from transformers import AutoTokenizer
 
     check_writable_output(Path(config.output), config.overwrite)
     config = dataclasses.replace(config, model=str(model_directory(config.model)))  # a Hub id: its cached snapshot
     task = _resolve_task(config)
+    config, note = _check_model_directory(config)
+    tokenizer = load_tokenizer(config.model)
+    _clear_earlier_run(Path(config.output), config.cpu)
     accelerator = make_accelerator(config.output, config.cpu, config.mixed_precision, config.gradient_accumulation_steps,
                                    report_to=config.report_to)
     refuse_unsupported_fsdp(accelerator)
+    if note:
+        accelerator.print(note)
     config = dataclasses.replace(config, mixed_precision=accelerator.mixed_precision)  # as saved and reported
     set_seed(config.seed)
     num_labels = 1 if task.regression else len(task.label_list)
@@ -194,7 +201,6 @@ def build(config: FinetuneConfig) -> _Run:
     model, report = load_pretrained(config.model, task="classification", num_labels=num_labels,
                                     unpad_inputs=config.unpad_inputs, random_init=config.init == "random", **overrides)
     accelerator.print(f"loaded {config.model}: {report.describe()}")
-    tokenizer = AutoTokenizer.from_pretrained(config.model)
     to_id = {raw: i for i, raw in enumerate(task.label_list)}
     train_labels = task.train.labels if task.regression else [to_id[str(v)] for v in task.train.labels]
     eval_labels = task.evaluation.labels if task.regression else [to_id[str(v)] for v in task.evaluation.labels]
@@ -216,6 +222,36 @@ def build(config: FinetuneConfig) -> _Run:
     start_trackers(accelerator, config.output, config.project, config.run_name, dataclasses.asdict(config))
     return _Run(config, task, accelerator, model, optimizer, scheduler, train_loader, eval_loader,
                 len(train_set), len(eval_set))
+
+
+def check_task(config: FinetuneConfig) -> None:
+    """Read and check a task's files, columns and labels and the model directory as fine-tuning would,
+    without training: a runner of several tasks finds a broken one before the first trains."""
+    config = dataclasses.replace(config, model=str(model_directory(config.model)))
+    _resolve_task(config)
+    _check_model_directory(config)
+
+
+def _check_model_directory(config: FinetuneConfig) -> tuple[FinetuneConfig, str]:
+    """What would fail only after training (a tokenizer the export cannot copy) is refused before it
+    starts; ``max_seq_length`` is cut to the model's positions (with a note to print)."""
+    hf_config = read_bert_config(config.model)
+    check_wordpiece_files(Path(config.model))
+    check_tokenizer_matches(hf_config, Path(config.model))
+    length, note = usable_sequence_length(config.max_seq_length, hf_config, config.model)
+    return dataclasses.replace(config, max_seq_length=length), note
+
+
+def _clear_earlier_run(output: Path, cpu: bool) -> None:
+    """Remove an earlier run's logs from ``output`` (reached only with --overwrite when it is not empty): the
+    metrics log is appended to, so a rerun would otherwise read as six epochs of one run. Before the
+    accelerator exists, since it opens the TensorBoard writer there; by the main process alone."""
+    processes = process_state(cpu)
+    if processes.is_main_process:
+        for name in (METRICS_FILE, "eval_results.json", "finetune.yaml"):
+            (output / name).unlink(missing_ok=True)
+        shutil.rmtree(output / TENSORBOARD_DIR, ignore_errors=True)
+    processes.wait_for_everyone()
 
 
 def fit(run: _Run, show_progress: bool = True) -> tuple[_Best, list[dict[str, float]]]:
@@ -249,8 +285,15 @@ def fit(run: _Run, show_progress: bool = True) -> tuple[_Best, list[dict[str, fl
                     accelerator.log({"train/loss": loss.item(),
                                      "train/learning_rate": run.scheduler.get_last_lr()[0]}, step=step)
                 bar.set_postfix(loss=f"{loss.item():.4f}")
+        last_loss = accelerator.reduce(loss.detach().float(), reduction="sum").item()  # every process decides alike
+        if not math.isfinite(last_loss):  # weights gone non-finite stay so: the epoch's last step shows it
+            raise BertpreError(f"fine-tuning diverged in epoch {epoch} (loss {last_loss}); lower --learning-rate "
+                               f"(now {config.learning_rate:g})")
         predictions, labels = _predict_loader(model, run.eval_loader, accelerator, task.regression)
         results = compute_metrics(task.metrics, predictions, labels)
+        if not all(math.isfinite(value) for value in results.values()):
+            raise BertpreError(f"epoch {epoch}: evaluation gave {results} (the model's outputs are not finite); "
+                               f"lower --learning-rate (now {config.learning_rate:g})")
         history.append({"epoch": epoch, "step": step, **results})
         accelerator.log({f"eval/{k}": v for k, v in results.items()}, step=step)
         if accelerator.is_main_process:
@@ -301,5 +344,5 @@ def _export_classifier(model: torch.nn.Module, config: FinetuneConfig, task: _Re
     card = classifier_model_card(config, task, model.config, {"epoch": best.epoch, "metrics": best.metrics}, output)
     export_model(model, output / "model", tokenizer_dir=config.model, overwrite=True, model_card=card)
     save_config(config, output / "finetune.yaml")
-    (output / "eval_results.json").write_text(json.dumps({"task": task.name, "best_epoch": best.epoch,
-                                                          **best.metrics}, indent=2) + "\n")
+    write_text_atomically(output / "eval_results.json", json.dumps({"task": task.name, "best_epoch": best.epoch,
+                                                                     **best.metrics}, indent=2) + "\n")

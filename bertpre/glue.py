@@ -20,7 +20,7 @@ from bertpre.comparison import ComparisonSummary, compare_finetunes, wants_sever
 from bertpre.config import save_config
 from bertpre.configs import FinetuneConfig, GlueConfig
 from bertpre.errors import BertpreError
-from bertpre.finetune import finetune
+from bertpre.finetune import check_task, finetune
 from bertpre.glue_tasks import GLUE_TASKS
 from bertpre.io import check_writable_output, write_text_atomically
 
@@ -30,15 +30,16 @@ RESULTS_FILE = "glue_results.json"
 def run_glue(config: GlueConfig, show_progress: bool = True) -> list[dict[str, Any]]:
     """Fine-tune and evaluate ``config.model`` on each of ``config.tasks``; save and return the leaderboard rows.
 
-    A non-empty output without ``overwrite`` and missing task files are refused before any training;
+    A non-empty output without ``overwrite`` and missing or unreadable task files are refused before any training;
     with ``overwrite`` the earlier leaderboard goes at once and each task's earlier results before it runs.
     Under a multi-process launch every process checks, and the main process alone writes and removes.
     """
     output = Path(config.output)
     processes = process_state(config.cpu)
     check_writable_output(output, config.overwrite)
-    for name in config.tasks:
+    for name in config.tasks:  # every task's files are read and checked before the first one trains
         _check_task_files(config.data_dir, name)
+        check_task(glue_task_config(config, name))
     processes.wait_for_everyone()  # every process has seen the folder as it was before the main one changes it
     if processes.is_main_process:
         _start_output(config, output)

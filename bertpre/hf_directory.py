@@ -38,7 +38,7 @@ def export_model(model: nn.Module, output: str | Path, tokenizer_dir: str | Path
     check_writable_output(output, overwrite)
     config: BertConfig = model.config
     if tokenizer_dir is not None:
-        _check_tokenizer_matches(config, Path(tokenizer_dir))
+        check_tokenizer_matches(config, Path(tokenizer_dir))
     with atomic_directory(output, overwrite=overwrite) as staging:
         architecture = ("BertForSequenceClassification" if isinstance(model, BertForSequenceClassification)
                         else "BertForPreTraining" if model.nsp is not None else "BertForMaskedLM")
@@ -52,7 +52,20 @@ def export_model(model: nn.Module, output: str | Path, tokenizer_dir: str | Path
     return output
 
 
-def _check_tokenizer_matches(config: BertConfig, tokenizer_dir: Path) -> None:
+def usable_sequence_length(requested: int, config: BertConfig, directory: str | Path) -> tuple[int, str]:
+    """The longest input the model can read, at most ``requested``, and a note when it is shorter.
+
+    Inputs are truncated to it: a longer one would otherwise fail at the first long batch, mid-epoch.
+    """
+    if requested <= config.max_position_embeddings:
+        return requested, ""
+    return config.max_position_embeddings, (f"max_seq_length: {requested} is longer than the "
+                                            f"{config.max_position_embeddings} positions of {directory}; inputs "
+                                            f"are truncated to {config.max_position_embeddings} tokens")
+
+
+def check_tokenizer_matches(config: BertConfig, tokenizer_dir: Path) -> None:
+    """The tokenizer an export will copy has a ``vocab.txt`` of the model's vocabulary size."""
     vocab_file = tokenizer_dir / "vocab.txt"
     if not vocab_file.exists():
         raise BertpreError(f"{tokenizer_dir}: no vocab.txt; is it a tokenizer directory?")

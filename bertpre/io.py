@@ -34,6 +34,9 @@ def make_parent(path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
     except PermissionError:
         raise BertpreError(f"{path.parent}: permission denied; choose an --output you can write to") from None
+    except (FileExistsError, NotADirectoryError):
+        blocking = next((p for p in (path.parent, *path.parent.parents) if p.exists() and not p.is_dir()), path.parent)
+        raise BertpreError(f"{blocking}: is a file, not a directory; choose an --output outside it") from None
     if not os.access(path.parent, os.W_OK | os.X_OK):
         raise BertpreError(f"{path.parent}: not writable (permission denied); choose an --output you can write to")
 

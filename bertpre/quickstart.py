@@ -123,7 +123,7 @@ def run_quickstart(config: QuickstartConfig, show_progress: bool = True) -> dict
     t = time.perf_counter()
     metrics = predict(PredictConfig(model=classifier.output, input=str(task_dir / "dev.jsonl"),
                                     output=str(output / "classifier" / "predictions.jsonl"), text_column="text",
-                                    label_column="label"))
+                                    label_column="label", overwrite=True))
     print(f"predictions  {metrics['output']} ({metrics['rows']} rows, accuracy {metrics['accuracy']:.3f}, "
           f"chance {1 / len(labels):.3f})")
     timed("predict", t)

@@ -22,7 +22,7 @@ def load_tokenizer(directory: str | Path):  # noqa: ANN201 - a transformers toke
     directory = tokenizer_directory(directory)
     if not directory.is_dir():
         raise BertpreError(f"{directory}: tokenizer directory not found (train one with `bertpre tokenizer train`)")
-    _check_wordpiece_files(directory)
+    check_wordpiece_files(directory)
     try:
         tokenizer = AutoTokenizer.from_pretrained(str(directory))
     except Exception as error:  # transformers raises many types for a broken directory
@@ -34,7 +34,7 @@ def load_tokenizer(directory: str | Path):  # noqa: ANN201 - a transformers toke
     return tokenizer
 
 
-def _check_wordpiece_files(directory: Path) -> None:
+def check_wordpiece_files(directory: Path) -> None:
     """A real BERT WordPiece tokenizer lies here: tokenizer.json of a WordPiece model, or a vocab.txt."""
     if not any((directory / name).is_file() for name in ("tokenizer.json", "vocab.txt")):
         what = "a model directory without tokenizer files" if (directory / "config.json").exists() else "not a tokenizer"

@@ -100,6 +100,31 @@ def test_a_damaged_checkpoint_is_skipped_for_the_newest_intact_one_and_named(
     assert all(torch.equal(expected[k], got[k]) for k in expected)  # resumed from step 6: the same run
 
 
+def test_damaged_prepared_data_is_named_before_an_earlier_run_is_cleared(
+        data: Path, run6: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    run = copy_run(run6, tmp_path / "run")
+    checkpoints = list_checkpoints(run)
+    start_over = ["pretrain", "--output", str(run), "--max-steps", "2", "--resume", "never", "--overwrite", "true", *TRAIN]
+
+    cut = Path(shutil.copytree(data, tmp_path / "cut"))
+    shard = cut / "train" / "data-00000-of-00001.arrow"
+    shard.write_bytes(shard.read_bytes()[: shard.stat().st_size // 2])  # an interrupted copy
+    refused(capsys, *start_over, "--data", str(cut), match=f"{shard}: damaged or cut short")
+
+    lost = Path(shutil.copytree(data, tmp_path / "lost"))
+    (lost / "train" / "data-00000-of-00001.arrow").rename(lost / "train" / "data-00000-of-00002.arrow")
+    refused(capsys, *start_over, "--data", str(lost), match="data-00001-of-00002.arrow is missing (1 of 2 files)")
+
+    mixed = Path(shutil.copytree(data, tmp_path / "mixed"))
+    shutil.copy(data / "eval" / "data-00000-of-00001.arrow", mixed / "train" / "data-00000-of-00001.arrow")
+    refused(capsys, *start_over, "--data", str(mixed), match="pairs where `bertpre prepare` wrote")
+
+    held_out = Path(shutil.copytree(data, tmp_path / "held-out"))
+    (held_out / "eval" / "data-00000-of-00001.arrow").write_bytes(b"\x00" * 64)  # never skipped as "no eval data"
+    refused(capsys, *start_over, "--data", str(held_out), match="eval/data-00000-of-00001.arrow: damaged or cut short")
+    assert list_checkpoints(run) == checkpoints  # nothing of the earlier run was cleared
+
+
 def test_damaged_model_files_are_named_by_finetune_and_export(exported: Path, tmp_path: Path,
                                                                 capsys: pytest.CaptureFixture) -> None:
     rows = tmp_path / "rows.jsonl"

@@ -212,7 +212,7 @@ def test_bad_inputs_are_one_line_errors(exported: Path, tmp_path: Path) -> None:
                  show_progress=False)
     words = tmp_path / "words.tsv"
     words.write_text("sentence\tlabel\nfine\thigh\n")
-    with pytest.raises(BertpreError, match=r"row 1 column 'label' is 'high', not a number"):
+    with pytest.raises(BertpreError, match=r"words.tsv: line 2 column 'label' is 'high', not a number"):
         finetune(finetune_config(exported, tmp_path / "d", train_file=str(words), eval_file=str(words),
                                  text_column="sentence", problem="regression"), show_progress=False)
     (tmp_path / "gpt2").mkdir()
