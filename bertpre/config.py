@@ -65,7 +65,8 @@ def load_config(cls: type[C], path: str | Path | None = None,
                 overrides: dict[str, Any] | None = None) -> C:
     """Build a ``cls`` from a YAML file (optional) and ``overrides`` (dotted keys for nested configs).
 
-    Override values may be strings as typed on a command line; they are parsed as YAML scalars.
+    Override values may be strings as typed on a command line; each is read as its field needs
+    (:func:`_parse_typed`).
     Raises :class:`ConfigError` with one line naming the file and the key on any problem.
     """
     source = str(path) if path else "command line"
@@ -76,7 +77,8 @@ def load_config(cls: type[C], path: str | Path | None = None,
             _resolve_nested_paths(cls, data, Path(path).parent)
             data = _nest_flat_keys(cls, data)
         for key, value in (overrides or {}).items():
-            _set_dotted(data, grouped_key(cls, key), _parse_scalar(value) if isinstance(value, str) else value)
+            dotted = grouped_key(cls, key)
+            _set_dotted(data, dotted, _parse_typed(value, _field_type(cls, dotted)) if isinstance(value, str) else value)
         return config_from_dict(cls, data)
     except ConfigError as error:
         raise ConfigError(f"{source}: {error}") from None
@@ -108,6 +110,8 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
         raise ConfigError(f"{path}: config file not found")
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as error:
+        raise ConfigError(f"{path}: not UTF-8 (byte {error.start}); save the config as UTF-8") from None
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark else ""
@@ -199,6 +203,31 @@ def _set_dotted(data: dict[str, Any], dotted: str, value: Any) -> None:
         if not isinstance(node, dict):
             raise ConfigError(f"{dotted}: '{part}' is not a nested config")
     node[leaf] = value
+
+
+def _field_type(cls: type, dotted: str) -> Any:
+    """The annotation of the field a dotted key names (None when it names no field: refused later)."""
+    tp: Any = cls
+    for part in dotted.split("."):
+        if not dataclasses.is_dataclass(tp):
+            return None
+        tp = typing.get_type_hints(tp).get(part)
+    return tp
+
+
+def _parse_typed(text: str, tp: Any) -> Any:
+    """A value typed on the command line, read as its field needs: text stays text (``--text-column no`` is
+    "no", not false) and an integer is read in base 10 (``--step 00000100``, as status prints it, is 100,
+    where YAML 1.1 would read octal 64); anything else as a YAML scalar."""
+    optional = typing.get_origin(tp) in (Union, types.UnionType) and type(None) in typing.get_args(tp)
+    inner = next((a for a in typing.get_args(tp) if a is not type(None)), None) if optional else tp
+    if optional and text in ("null", "~"):
+        return None
+    if inner is str:
+        return text
+    if inner is int and re.fullmatch(r"[+-]?\d+", text.strip()):
+        return int(text.strip(), 10)
+    return _parse_scalar(text)
 
 
 def _parse_scalar(text: str) -> Any:

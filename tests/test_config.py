@@ -8,7 +8,7 @@ import pytest
 import transformers
 
 from bertpre.config import load_config
-from bertpre.configs import MODEL_SIZES, ModelConfig, TokenizerConfig
+from bertpre.configs import MODEL_SIZES, ModelConfig, PretrainConfig, TokenizerConfig
 from bertpre.errors import ConfigError
 
 from .conftest import REPO
@@ -112,3 +112,22 @@ def test_a_grouped_option_given_twice_or_misspelt_is_refused(tmp_path: Path) -> 
     typo.write_text("max_steps: 10\nlearning_rat: 1.0e-3\n")
     with pytest.raises(ConfigError, match="did you mean 'learning_rate'"):
         load_config(PretrainConfig, typo)
+
+
+def test_command_line_text_is_read_as_its_field_needs(tmp_path: Path) -> None:
+    from bertpre.configs import ExportConfig, FinetuneConfig
+
+    # status prints step-00000100; YAML 1.1 would read 00000100 as octal 64 and export another checkpoint
+    assert load_config(ExportConfig, overrides={"step": "00000100"}).step == "00000100"
+    assert load_config(PretrainConfig, overrides={"max_steps": "0100"}).schedule.max_steps == 100
+    finetune = load_config(FinetuneConfig, overrides={"text_column": "no", "label_column": "on",
+                                                      "text_pair_column": "null"})
+    assert (finetune.text_column, finetune.label_column, finetune.text_pair_column) == ("no", "on", None)
+    assert load_config(PretrainConfig, overrides={"learning_rate": "1e-3", "max_steps": "5"}).optimization.learning_rate == 1e-3
+
+
+def test_a_config_that_is_not_utf8_is_one_line(tmp_path: Path) -> None:
+    config = tmp_path / "latin1.yaml"
+    config.write_bytes("output: runs/caf\xe9\n".encode("latin-1"))
+    with pytest.raises(ConfigError, match="latin1.yaml: not UTF-8 .*save the config as UTF-8"):
+        load_config(PretrainConfig, config)
