@@ -84,7 +84,7 @@ def _check_report_to(config: Any) -> None:
 class CorpusConfig:
     """Where raw text comes from and how it is cleaned; shared by `tokenizer` and `prepare`."""
 
-    inputs: list[str] = option([], "Text sources: files, globs, directories, JSONL/Parquet (.gz ok), "
+    inputs: list[str] = option([], "Text sources: files, globs, directories, JSONL/Parquet (text and JSONL may be .gz), "
                                "`hf:NAME[:CONFIG][@SPLIT]` hub datasets, `load_from_disk` directories, "
                                "or `builtin:python-docs`.")
     text_column: str = option("text", "Column holding the text in JSONL, Parquet and datasets inputs.")
@@ -479,7 +479,7 @@ class FinetuneConfig:
     task: Optional[str] = option(None, "GLUE preset (cola, sst2, mrpc, qqp, stsb, mnli, qnli, rte, wnli): "
                                  "files, columns, labels and metrics.")
     data_dir: str = option("glue", "Directory holding the GLUE task folders (SST-2/, MRPC/, …) for --task.")
-    train_file: Optional[str] = option(None, "Training data: .csv, .tsv, .jsonl, .parquet (.gz ok) or hf:NAME@SPLIT.")
+    train_file: Optional[str] = option(None, "Training data: .csv, .tsv, .jsonl (.gz ok), .parquet or hf:NAME@SPLIT.")
     eval_file: Optional[str] = option(None, "Evaluation data, same formats.")
     text_column: Optional[str] = option(None, "Column with the (first) sentence [preset or `text`].")
     text_pair_column: Optional[str] = option(None, "Column with the second sentence of a pair.")

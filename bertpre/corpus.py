@@ -18,6 +18,7 @@ import os
 import re
 import sysconfig
 import warnings
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, Iterable, Iterator
@@ -87,7 +88,20 @@ def resolve_inputs(inputs: Iterable[str]) -> list[str]:
             raise BertpreError(f"{spec}: no such file or directory")
     if not resolved:
         raise BertpreError("no inputs given: name text files, directories, globs or builtin:python-docs")
-    return list(dict.fromkeys(resolved))
+    return _distinct_files(resolved)
+
+
+def _distinct_files(paths: list[str]) -> list[str]:
+    """Each file once, however often it was named: a glob through a symlink back up the tree (or the same
+    file named twice) would otherwise read one text many times over."""
+    seen: set[str] = set()
+    distinct = []
+    for path in paths:
+        key = path if path.startswith(("hf:", "builtin:")) else os.path.realpath(path)
+        if key not in seen:
+            seen.add(key)
+            distinct.append(path)
+    return distinct
 
 
 def _is_saved_dataset(path: str) -> bool:
@@ -226,7 +240,7 @@ def decoded_lines(path: str, errors: str, stats: CorpusStats | None = None) -> I
 def _checked_gzip_lines(handle: IO[bytes], path: str) -> Iterator[bytes]:
     try:
         yield from handle
-    except (OSError, EOFError) as error:  # gzip.BadGzipFile and truncated streams
+    except (OSError, EOFError, zlib.error) as error:  # gzip.BadGzipFile, truncated or damaged streams
         raise BertpreError(f"{path}: not a valid gzip file ({error})") from None
 
 
@@ -396,6 +410,9 @@ def parse_json_line(line: str, path: str, number: int) -> dict[str, Any]:
 def _read_parquet(path: str, config: CorpusConfig, stats: CorpusStats) -> Iterator[Document]:
     import pyarrow.parquet as pq
 
+    if path.endswith(".gz"):
+        raise BertpreError(f"{path}: a gzipped Parquet file; Parquet compresses its own columns: gunzip it and "
+                           "pass the .parquet")
     try:
         parquet = pq.ParquetFile(path)
     except Exception as error:  # pyarrow raises several types for a corrupt file
@@ -491,7 +508,12 @@ def _grouped_rows(name: str, rows: Iterable[tuple[str, str, dict]], key: Any = N
 def _load_saved_dataset(path: str):  # noqa: ANN202 - datasets is imported lazily
     from datasets import DatasetDict, load_from_disk
 
-    dataset = load_from_disk(path)
+    try:
+        dataset = load_from_disk(path)
+    except Exception as error:  # datasets raises several types for a partial or damaged directory
+        reason = (str(error).splitlines() or [type(error).__name__])[0][:100]
+        raise BertpreError(f"{path}: not a complete saved dataset ({reason}); copy it again or save it again "
+                           "with save_to_disk") from None
     if isinstance(dataset, DatasetDict):
         split = "train" if "train" in dataset else next(iter(dataset))
         dataset = dataset[split]

@@ -45,7 +45,8 @@ def make_parent(path: Path) -> None:
 def atomic_directory(output: str | Path, overwrite: bool = False, keep_other_files: bool = False) -> Iterator[Path]:
     """Yield a temporary sibling directory to fill; on success it replaces ``output`` in one rename.
 
-    On any exception the temporary directory is removed and ``output`` is untouched. With
+    On any exception the temporary directory is removed and ``output`` is untouched; so is an ``output``
+    that was empty when we started and was filled by another process meanwhile. With
     ``keep_other_files`` an existing ``output`` is updated file by file, so files we did not
     write there (a recipe beside a tokenizer) stay. The directory gets the mode the umask gives a
     new directory (a temporary directory would otherwise stay private, 0700).
@@ -53,9 +54,13 @@ def atomic_directory(output: str | Path, overwrite: bool = False, keep_other_fil
     output = Path(output)
     check_writable_output(output, overwrite)
     make_parent(output)
+    was_empty = not _holds_something(output)
     staging = Path(tempfile.mkdtemp(prefix=f".{output.name}.", dir=output.parent))
     try:
         yield staging
+        if was_empty and _holds_something(output):  # two runs given one --output: the first to finish keeps it
+            raise BertpreError(f"{output}: another process wrote it while this one ran; nothing of it was replaced. "
+                               "Give each run its own --output")
         apply_umask(staging)
         if keep_other_files and output.is_dir() and any(output.iterdir()):
             for staged in staging.iterdir():
@@ -70,6 +75,10 @@ def atomic_directory(output: str | Path, overwrite: bool = False, keep_other_fil
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
+
+
+def _holds_something(output: Path) -> bool:
+    return output.exists() and (not output.is_dir() or any(output.iterdir()))
 
 
 def apply_umask(directory: Path) -> None:

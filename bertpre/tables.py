@@ -8,6 +8,7 @@ import csv
 import gzip
 import math
 import sys
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional, Sequence
@@ -44,6 +45,9 @@ def read_table(path: str, column_names: Sequence[str] = ()) -> TableRows:
     if suffix == ".parquet":
         import pyarrow.parquet as pq
 
+        if path.endswith(".gz"):
+            raise BertpreError(f"{path}: a gzipped Parquet file; Parquet compresses its own columns: gunzip it and "
+                               "pass the .parquet")
         try:
             return TableRows(pq.read_table(path).to_pylist())
         except Exception as error:  # pyarrow raises several types for a file that is not Parquet
@@ -67,7 +71,7 @@ def read_table(path: str, column_names: Sequence[str] = ()) -> TableRows:
         line, offset = _first_invalid_utf8(path, opener)
         raise BertpreError(f"{path}: not valid UTF-8 at line {line} (byte {offset}); is it a binary file, or in "
                            "another encoding? Convert it to UTF-8 (e.g. iconv -f latin1 -t utf-8)") from None
-    except (OSError, EOFError) as error:  # gzip.BadGzipFile, a truncated .gz
+    except (OSError, EOFError, zlib.error) as error:  # gzip.BadGzipFile, a truncated or damaged .gz
         raise BertpreError(f"{path}: not a readable gzip file ({error})") from None
     except csv.Error as error:
         raise BertpreError(f"{path}: not a readable table ({error})") from None
@@ -109,7 +113,7 @@ def _first_invalid_utf8(path: str, opener: Any) -> tuple[int, int]:
                     return line, offset
                 offset += len(chunk)
                 line += chunk.count(b"\n")
-    except (OSError, EOFError):  # a .gz cut short before the bad byte: where reading stopped
+    except (OSError, EOFError, zlib.error):  # a .gz cut short before the bad byte: where reading stopped
         return line, offset
 
 
