@@ -71,6 +71,8 @@ class TrainerState:
     # held-out MLM accuracy threshold → when it was first reached: step, tokens_seen, elapsed_seconds
     milestones: dict[str, dict[str, float]] = field(default_factory=dict)
     rank_checksums: list[float] = field(default_factory=list)
+    # fingerprint of the vocabulary the training data was prepared with ("" in checkpoints before it was kept)
+    vocab_sha256: str = ""
 
 
 def read_trainer_state(checkpoint: Path) -> TrainerState:

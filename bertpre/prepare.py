@@ -15,7 +15,6 @@ so the output is byte-identical for any number of worker processes. The output f
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import os
 import shutil
@@ -36,7 +35,7 @@ from bertpre.pairs import create_next_sentence_pairs, document_rng, pair_to_feat
 from bertpre.resolve import tokenizer_directory
 from bertpre.seeding import stable_hash64
 from bertpre.sentences import split_sentences
-from bertpre.tokenizer_files import copy_tokenizer_files, load_tokenizer
+from bertpre.tokenizer_files import copy_tokenizer_files, load_tokenizer, vocabulary_digest
 
 # Documents held in memory between writes to disk: `datasets` defaults to 1,000 rows, which is a
 # whole corpus of book-length documents; 64 keeps memory flat whatever the document length.
@@ -160,7 +159,7 @@ def _check_tokenizer(config: PrepareConfig) -> dict[str, Any]:
     if config.max_seq_length > model_max:
         raise BertpreError(f"max_seq_length: {config.max_seq_length} exceeds the tokenizer's "
                            f"model_max_length {model_max} (the model's position embeddings)")
-    digest = hashlib.sha256("\n".join(sorted(vocab, key=vocab.__getitem__)).encode()).hexdigest()[:16]
+    digest = vocabulary_digest(sorted(vocab, key=vocab.__getitem__))
     return {"path": str(Path(config.tokenizer).resolve()), "vocab_size": len(tokenizer),
             "vocab_sha256": digest, "cls_id": tokenizer.cls_token_id, "sep_id": tokenizer.sep_token_id,
             "pad_id": tokenizer.pad_token_id, "mask_id": tokenizer.mask_token_id}

@@ -36,7 +36,7 @@ from bertpre.accelerator import (describe_precision, finish_trackers, make_accel
                                  start_trackers)
 from bertpre.checkpoint import (CHECKPOINTS_DIR, RUN_CONFIG_FILE, TrainerState, checkpoint_name, is_complete,
                                 checkpoint_problem, list_checkpoints, load_checkpoint, newest_intact_checkpoint,
-                                read_checkpoint_weights, save_checkpoint)
+                                read_checkpoint_weights, read_trainer_state, save_checkpoint)
 from bertpre.config import config_to_dict, load_config, save_config
 from bertpre.configs import PretrainConfig
 from bertpre.data_order import BatchPlan, MicroBatches, micro_batch_loader
@@ -53,6 +53,7 @@ from bertpre.preemption import REQUEUE_SIGNAL, StopRequests, requeue_after_stop,
 from bertpre.resolve import model_directory
 from bertpre.seeding import mix_seed
 from bertpre.sharding import refuse_unsupported_fsdp
+from bertpre.tokenizer_files import directory_vocabulary_digest
 from bertpre.word_vectors import cooccurrence_vectors, token_stream, unigram_log_probabilities
 
 
@@ -227,6 +228,8 @@ def build(config: PretrainConfig) -> _Run:
     model = BertForPreTraining(bert, unpad_inputs=config.runtime.unpad_inputs,
                                next_sentence=config.objective == "mlm_nsp")
     resume_from = _resume_point(config)
+    if resume_from is not None:
+        _check_checkpoint_fits(resume_from, bert, metadata)
     if config.init_from and resume_from is None:
         accelerator.print(_load_initial_weights(config.init_from, model))
     embedding_seconds = 0.0
@@ -246,7 +249,8 @@ def build(config: PretrainConfig) -> _Run:
     optimizer = build_optimizer(model, optimization.optimizer, optimization.learning_rate, optimization.weight_decay,
                                 (optimization.adam_beta1, optimization.adam_beta2), optimization.adam_epsilon,
                                 accelerator.device, optimization.embedding_lr_scale)
-    state = TrainerState(elapsed_seconds=embedding_seconds)  # the vectors' time counts in --max-minutes
+    vocabulary = metadata["tokenizer"]["vocab_sha256"]
+    state = TrainerState(elapsed_seconds=embedding_seconds, vocab_sha256=vocabulary)  # the vectors' time counts in --max-minutes
     if total_steps == _UNBOUNDED:
         scheduler: Any = TimeBudgetSchedule(optimizer, schedule.warmup_steps, schedule.max_minutes * 60,
                                             schedule.lr_schedule, clock=lambda: state.elapsed_seconds)
@@ -259,6 +263,7 @@ def build(config: PretrainConfig) -> _Run:
 
     if resume_from is not None:
         vars(state).update(vars(load_checkpoint(resume_from, accelerator, model, optimizer, scheduler)))
+        state.vocab_sha256 = vocabulary  # checked to agree above; kept from now on if the checkpoint predates it
         accelerator.print(f"resumed from {resume_from} at step {state.step}")
         if accelerator.is_main_process:
             truncate_metrics(output / METRICS_FILE, state.step)
@@ -355,6 +360,26 @@ def _model_config(config: PretrainConfig) -> Any:
     return read_bert_config(config.init_from)  # a Hugging Face directory or a bertpre checkpoint alike
 
 
+_SHAPE_FIELDS = ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size",
+                 "max_position_embeddings", "type_vocab_size")
+
+
+def _check_checkpoint_fits(checkpoint: Path, bert: Any, metadata: dict[str, Any]) -> None:
+    """A checkpoint to resume has the model's shape and was trained on data of the same vocabulary: otherwise a
+    resumed run would fail deep in ``load_state_dict``, or silently read every token id as another word."""
+    saved = read_bert_config(checkpoint)
+    changed = [f"{name} {getattr(saved, name)} → {getattr(bert, name)}" for name in _SHAPE_FIELDS
+               if getattr(saved, name) != getattr(bert, name)]
+    if changed:
+        raise BertpreError(f"{checkpoint}: saved with another model shape ({', '.join(changed)}); resume with its "
+                           "model config, start over with --resume never --overwrite true, or start a new run from its "
+                           "weights with --init-from")
+    trained_on = read_trainer_state(checkpoint).vocab_sha256
+    if trained_on and trained_on != metadata["tokenizer"]["vocab_sha256"]:
+        raise BertpreError(f"{checkpoint}: trained on data of another vocabulary than {metadata['tokenizer']['path']} "
+                           "(same size, other tokens); resume on data prepared with the run's own tokenizer")
+
+
 def _check_data_fits_model(config: PretrainConfig, bert: Any, metadata: dict[str, Any]) -> None:
     tokenizer = metadata["tokenizer"]
     checks = [("vocab_size", tokenizer["vocab_size"], f"the tokenizer the data was prepared with "
@@ -370,6 +395,14 @@ def _check_data_fits_model(config: PretrainConfig, bert: Any, metadata: dict[str
     if metadata["max_seq_length"] > bert.max_position_embeddings:
         raise BertpreError(f"model.max_position_embeddings: {bert.max_position_embeddings} is shorter than the "
                            f"prepared max_seq_length {metadata['max_seq_length']}")
+    if config.init_from:
+        theirs = directory_vocabulary_digest(config.init_from)
+        if theirs is None and is_complete(Path(config.init_from)):  # a bertpre checkpoint: its data's vocabulary
+            theirs = read_trainer_state(Path(config.init_from)).vocab_sha256 or None
+        if theirs is not None and theirs != tokenizer["vocab_sha256"]:
+            raise BertpreError(f"{config.init_from}: its vocabulary has other tokens than the tokenizer the data was "
+                               f"prepared with ({tokenizer['path']}), though as many; prepare the data with "
+                               f"--tokenizer {config.init_from}")
 
 
 _UNBOUNDED = 2**62  # a run with only a time budget: the loop ends when the time is up

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 from pathlib import Path
+from typing import Optional
 
 from bertpre.errors import BertpreError
 from bertpre.resolve import tokenizer_directory
@@ -49,6 +51,28 @@ def check_wordpiece_files(directory: Path) -> None:
         if model_type != "WordPiece":
             raise BertpreError(f"{directory}: a {model_type} tokenizer; BERT needs WordPiece (train one with "
                                "`bertpre tokenizer train`)")
+
+
+def vocabulary_digest(tokens_by_id: list[str]) -> str:
+    """A short fingerprint of a vocabulary: its tokens in id order. Two tokenizers of one size but other
+    tokens (bertpre's and bert-base-uncased's are both 30,522) have different fingerprints."""
+    return hashlib.sha256("\n".join(tokens_by_id).encode()).hexdigest()[:16]
+
+
+def directory_vocabulary_digest(directory: str | Path) -> Optional[str]:
+    """The :func:`vocabulary_digest` of a tokenizer or model directory's vocab.txt (or tokenizer.json);
+    None when it has neither (a bertpre checkpoint) or they cannot be read."""
+    directory = Path(directory)
+    try:
+        if (directory / "vocab.txt").is_file():
+            lines = (directory / "vocab.txt").read_text(encoding="utf-8").split("\n")
+            return vocabulary_digest(lines[:-1] if lines and lines[-1] == "" else lines)
+        if (directory / "tokenizer.json").is_file():
+            vocab = json.loads((directory / "tokenizer.json").read_text(encoding="utf-8"))["model"]["vocab"]
+            return vocabulary_digest(sorted(vocab, key=vocab.__getitem__))
+    except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError):
+        return None
+    return None
 
 
 def copy_tokenizer_files(source: str | Path, destination: str | Path) -> None:

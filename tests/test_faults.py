@@ -281,6 +281,102 @@ def test_bad_inputs_across_commands_are_one_line_and_leave_nothing(data: Path, r
         assert not out.exists(), argv
 
 
+def test_damaged_inputs_of_every_kind_are_one_line(exported: Path, tmp_path: Path,
+                                                  capsys: pytest.CaptureFixture) -> None:
+    import gzip
+
+    damaged = tmp_path / "corpus.txt.gz"
+    packed = bytearray(gzip.compress(english_articles().read_bytes() * 3))
+    middle = len(packed) // 2
+    packed[middle:middle + 64] = b"\xff" * 64  # a bad block in the middle: zlib's own error, not an OSError
+    damaged.write_bytes(bytes(packed))
+    out = tmp_path / "out"
+    refused(capsys, "tokenizer", "train", "--inputs", str(damaged), "--vocab-size", "300", "--output", str(out),
+            match=f"{damaged}: not a valid gzip file")
+    rows = tmp_path / "rows.jsonl.gz"
+    rows.write_bytes(bytes(packed))
+    refused(capsys, "finetune", "--model", str(exported), "--train-file", str(rows), "--eval-file", str(rows),
+            "--output", str(out), match=f"{rows}: not a readable gzip file")
+    zipped_parquet = tmp_path / "corpus.parquet.gz"
+    zipped_parquet.write_bytes(gzip.compress(b"PAR1 not really"))
+    refused(capsys, "prepare", "--inputs", str(zipped_parquet), "--output", str(out),
+            match="a gzipped Parquet file; Parquet compresses its own columns")
+    partial = tmp_path / "saved"
+    partial.mkdir()
+    (partial / "state.json").write_text('{"_data_files": [{"filename": "data-00000-of-00001.arrow"}]}')
+    refused(capsys, "prepare", "--inputs", str(partial), "--output", str(out), match=f"{partial}: not a complete saved dataset")
+    assert not out.exists()
+
+
+def test_a_glob_through_a_symlink_loop_reads_each_file_once(tmp_path: Path) -> None:
+    from bertpre.corpus import resolve_inputs
+
+    corpus = tmp_path / "corpus"
+    (corpus / "sub").mkdir(parents=True)
+    (corpus / "a.txt").write_text("one.\n")
+    (corpus / "sub" / "b.txt").write_text("two.\n")
+    (corpus / "sub" / "up").symlink_to(corpus, target_is_directory=True)  # a link back up the tree
+    found = resolve_inputs([f"{corpus}/**/*.txt", str(corpus / "a.txt")])
+    assert sorted(os.path.realpath(p) for p in found) == sorted(str(p.resolve()) for p in (corpus / "a.txt",
+                                                                                          corpus / "sub" / "b.txt"))
+
+
+def test_resuming_with_another_model_shape_is_one_line(run6: Path, data: Path, tmp_path: Path,
+                                                       capsys: pytest.CaptureFixture) -> None:
+    run = copy_run(run6, tmp_path / "run")
+    refused(capsys, "pretrain", "--data", str(data), "--output", str(run), "--max-steps", "8", *TRAIN,
+            "--model.hidden-size", "64", "--model.intermediate-size", "256",
+            match="saved with another model shape (hidden_size 128 → 64, intermediate_size 512 → 256)")
+
+
+def _tokenizer_with_two_tokens_swapped(destination: Path) -> Path:
+    """bertpre's tokenizer with the ids of `the` and `and` exchanged: as many tokens, other meanings."""
+    shutil.copytree(REPO / "tokenizer", destination)
+    lines = (destination / "vocab.txt").read_text(encoding="utf-8").split("\n")
+    first, second = lines.index("the"), lines.index("and")
+    lines[first], lines[second] = lines[second], lines[first]
+    (destination / "vocab.txt").write_text("\n".join(lines), encoding="utf-8")
+    spec = json.loads((destination / "tokenizer.json").read_text(encoding="utf-8"))
+    vocab = spec["model"]["vocab"]
+    vocab["the"], vocab["and"] = vocab["and"], vocab["the"]
+    (destination / "tokenizer.json").write_text(json.dumps(spec), encoding="utf-8")
+    return destination
+
+
+def test_a_vocabulary_of_the_same_size_but_other_tokens_is_refused(run6: Path, data: Path, exported: Path,
+                                                                   tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    swapped = _tokenizer_with_two_tokens_swapped(tmp_path / "swapped")
+    refused(capsys, "export", "--checkpoint", str(run6), "--tokenizer", str(swapped), "--output", str(tmp_path / "hf"),
+            match="other tokens than the vocabulary")
+    other_model = Path(shutil.copytree(exported, tmp_path / "other-model"))
+    for name in ("vocab.txt", "tokenizer.json"):
+        shutil.copy(swapped / name, other_model / name)
+    refused(capsys, "pretrain", "--data", str(data), "--output", str(tmp_path / "continued"), "--init-from",
+            str(other_model), "--max-steps", "2", *TRAIN[2:], match="its vocabulary has other tokens")
+    reprepared = Path(shutil.copytree(data, tmp_path / "reprepared"))  # as if prepared again with another tokenizer
+    metadata = json.loads((reprepared / "prepare.json").read_text())
+    metadata["tokenizer"]["vocab_sha256"] = "0123456789abcdef"
+    (reprepared / "prepare.json").write_text(json.dumps(metadata))
+    run = copy_run(run6, tmp_path / "run")
+    refused(capsys, "pretrain", "--data", str(reprepared), "--output", str(run), "--max-steps", "8", *TRAIN,
+            match="trained on data of another vocabulary")
+    assert main(["export", "--checkpoint", str(run6), "--output", str(tmp_path / "same")]) == 0  # its own: fine
+
+
+def test_a_second_writer_of_one_output_never_replaces_the_first(tmp_path: Path) -> None:
+    from bertpre.errors import BertpreError
+    from bertpre.io import atomic_directory
+
+    output = tmp_path / "data"
+    with pytest.raises(BertpreError, match="another process wrote it while this one ran"):
+        with atomic_directory(output) as staging:
+            (staging / "mine.txt").write_text("mine")
+            output.mkdir()
+            (output / "theirs.txt").write_text("theirs")  # the other run finished first
+    assert [p.name for p in output.iterdir()] == ["theirs.txt"]
+    assert [p.name for p in tmp_path.iterdir()] == ["data"]  # our staging directory is gone
+
+
 def test_a_full_disk_is_one_line_and_leaves_no_half_written_output(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                                     capsys: pytest.CaptureFixture) -> None:
     import errno
