@@ -237,9 +237,20 @@ def decoded_lines(path: str, errors: str, stats: CorpusStats | None = None) -> I
             yield line.rstrip("\r\n").replace("\r", "")
 
 
+MAX_LINE_BYTES = 256 * 2**20
+"""Longest line read: a one-line JSON array of a whole corpus, or text without newlines, would otherwise be
+read whole into memory (several times its size once decoded and parsed) before anything could be said."""
+
+
 def _checked_gzip_lines(handle: IO[bytes], path: str) -> Iterator[bytes]:
+    number, limit = 0, MAX_LINE_BYTES
     try:
-        yield from handle
+        while raw := handle.readline(limit + 1):
+            number += 1
+            if len(raw) > limit and not raw.endswith(b"\n"):
+                raise BertpreError(f"{path}: line {number} is longer than {limit:,} bytes; not line-oriented "
+                                   "text or JSONL (one record per line): split it into lines or records")
+            yield raw
     except (OSError, EOFError, zlib.error) as error:  # gzip.BadGzipFile, truncated or damaged streams
         raise BertpreError(f"{path}: not a valid gzip file ({error})") from None
 

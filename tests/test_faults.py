@@ -308,6 +308,20 @@ def test_damaged_inputs_of_every_kind_are_one_line(exported: Path, tmp_path: Pat
     assert not out.exists()
 
 
+def test_a_line_too_long_to_read_is_refused_before_it_is_read_whole(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                     capsys: pytest.CaptureFixture) -> None:
+    import bertpre.corpus as corpus
+
+    monkeypatch.setattr(corpus, "MAX_LINE_BYTES", 4096)  # 256 MiB in earnest
+    one_line = tmp_path / "export.json"  # a JSON array of every record on one line
+    one_line.write_text(json.dumps([{"text": f"record {i} of the corpus."} for i in range(400)]))
+    refused(capsys, "tokenizer", "train", "--inputs", str(one_line), "--vocab-size", "300", "--output",
+            str(tmp_path / "tok"), match=f"{one_line}: line 1 is longer than 4,096 bytes; not line-oriented text or JSONL")
+    fits = tmp_path / "fits.txt"
+    fits.write_text(("x" * 4095 + "\n") + english_articles().read_text(encoding="utf-8"))  # 4,096 bytes with its newline
+    assert main(["tokenizer", "train", "--inputs", str(fits), "--vocab-size", "300", "--output", str(tmp_path / "ok")]) == 0
+
+
 def test_a_glob_through_a_symlink_loop_reads_each_file_once(tmp_path: Path) -> None:
     from bertpre.corpus import resolve_inputs
 
