@@ -10,6 +10,7 @@ looks the same however the run was parallelised.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -76,8 +77,10 @@ class TrainerState:
 
 
 def read_trainer_state(checkpoint: Path) -> TrainerState:
-    """The counters saved in a checkpoint."""
-    return TrainerState(**json.loads((checkpoint / STATE_FILE).read_text(encoding="utf-8")))
+    """The counters saved in a checkpoint (keys of another bertpre version's state are left out)."""
+    saved = json.loads((checkpoint / STATE_FILE).read_text(encoding="utf-8"))
+    known = {f.name for f in dataclasses.fields(TrainerState)}
+    return TrainerState(**{key: value for key, value in saved.items() if key in known})
 
 
 def is_complete(checkpoint: Path) -> bool:

@@ -227,6 +227,11 @@ def _parse_typed(text: str, tp: Any) -> Any:
         return text
     if inner is int and re.fullmatch(r"[+-]?\d+", text.strip()):
         return int(text.strip(), 10)
+    if inner is float:
+        try:
+            return float(text)  # --max-minutes 010 is ten, not YAML 1.1's octal eight
+        except ValueError:
+            pass
     return _parse_scalar(text)
 
 

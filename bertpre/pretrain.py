@@ -397,7 +397,8 @@ def _check_data_fits_model(config: PretrainConfig, bert: Any, metadata: dict[str
                            f"prepared max_seq_length {metadata['max_seq_length']}")
     if config.init_from:
         theirs = directory_vocabulary_digest(config.init_from)
-        if theirs is None and is_complete(Path(config.init_from)):  # a bertpre checkpoint: its data's vocabulary
+        init_dir = Path(config.init_from)
+        if theirs is None and is_complete(init_dir) and (init_dir / RUN_CONFIG_FILE).is_file():  # a bertpre checkpoint
             theirs = read_trainer_state(Path(config.init_from)).vocab_sha256 or None
         if theirs is not None and theirs != tokenizer["vocab_sha256"]:
             raise BertpreError(f"{config.init_from}: its vocabulary has other tokens than the tokenizer the data was "

@@ -68,8 +68,9 @@ def directory_vocabulary_digest(directory: str | Path) -> Optional[str]:
             lines = (directory / "vocab.txt").read_text(encoding="utf-8").split("\n")
             return vocabulary_digest(lines[:-1] if lines and lines[-1] == "" else lines)
         if (directory / "tokenizer.json").is_file():
-            vocab = json.loads((directory / "tokenizer.json").read_text(encoding="utf-8"))["model"]["vocab"]
-            return vocabulary_digest(sorted(vocab, key=vocab.__getitem__))
+            spec = json.loads((directory / "tokenizer.json").read_text(encoding="utf-8"))
+            vocab = {**spec["model"]["vocab"], **{token["content"]: token["id"] for token in spec.get("added_tokens", [])}}
+            return vocabulary_digest(sorted(vocab, key=vocab.__getitem__))  # as get_vocab() gives it to prepare
     except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError):
         return None
     return None

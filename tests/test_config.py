@@ -120,6 +120,7 @@ def test_command_line_text_is_read_as_its_field_needs(tmp_path: Path) -> None:
     # status prints step-00000100; YAML 1.1 would read 00000100 as octal 64 and export another checkpoint
     assert load_config(ExportConfig, overrides={"step": "00000100"}).step == "00000100"
     assert load_config(PretrainConfig, overrides={"max_steps": "0100"}).schedule.max_steps == 100
+    assert load_config(PretrainConfig, overrides={"max_minutes": "010"}).schedule.max_minutes == 10.0
     finetune = load_config(FinetuneConfig, overrides={"text_column": "no", "label_column": "on",
                                                       "text_pair_column": "null"})
     assert (finetune.text_column, finetune.label_column, finetune.text_pair_column) == ("no", "on", None)

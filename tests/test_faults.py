@@ -377,6 +377,38 @@ def test_a_vocabulary_of_the_same_size_but_other_tokens_is_refused(run6: Path, d
     assert main(["export", "--checkpoint", str(run6), "--output", str(tmp_path / "same")]) == 0  # its own: fine
 
 
+def test_a_checkpoint_of_another_bertpre_version_still_reads(run6: Path, tmp_path: Path) -> None:
+    from bertpre.checkpoint import read_trainer_state
+
+    checkpoint = Path(shutil.copytree(list_checkpoints(run6)[-1], tmp_path / "step"))
+    state = json.loads((checkpoint / "trainer_state.json").read_text())
+    del state["vocab_sha256"]  # saved before the fingerprint was kept
+    state["a_later_counter"] = 3  # or by a later version
+    (checkpoint / "trainer_state.json").write_text(json.dumps(state))
+    loaded = read_trainer_state(checkpoint)
+    assert loaded.step == 6 and loaded.vocab_sha256 == ""
+
+
+def test_the_fingerprint_of_a_tokenizer_json_counts_its_added_tokens_as_prepare_does(tmp_path: Path) -> None:
+    from transformers import AutoTokenizer
+
+    from bertpre.tokenizer_files import directory_vocabulary_digest, vocabulary_digest
+
+    extended = tmp_path / "extended"
+    extended.mkdir()
+    for name in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
+        if (REPO / "tokenizer" / name).exists():
+            shutil.copy(REPO / "tokenizer" / name, extended / name)
+    spec = json.loads((extended / "tokenizer.json").read_text(encoding="utf-8"))
+    size = len(spec["model"]["vocab"])
+    spec["added_tokens"].append({"id": size, "content": "[DOMAIN]", "single_word": False, "lstrip": False,
+                                 "rstrip": False, "normalized": False, "special": True})
+    (extended / "tokenizer.json").write_text(json.dumps(spec), encoding="utf-8")
+    vocab = AutoTokenizer.from_pretrained(str(extended)).get_vocab()  # what prepare fingerprints
+    assert len(vocab) == size + 1
+    assert directory_vocabulary_digest(extended) == vocabulary_digest(sorted(vocab, key=vocab.__getitem__))
+
+
 def test_a_second_writer_of_one_output_never_replaces_the_first(tmp_path: Path) -> None:
     from bertpre.errors import BertpreError
     from bertpre.io import atomic_directory
