@@ -668,6 +668,8 @@ class BenchConfig:
             raise ConfigError("curve_steps: must be 0 (timing) or a number of steps")
         if self.curve_steps and not self.data:
             raise ConfigError("curve_steps: the loss-curve comparison trains on real text; give --data")
+        if 0 < self.curve_steps < 12:  # its noise is the scatter about a moving mean of curve_steps // 6 steps
+            raise ConfigError(f"curve_steps: {self.curve_steps} is too few to tell a difference from noise; use 12 or more")
         _require_positive(self, "learning_rate")
         if not 0.0 < self.mlm_probability < 1.0:
             raise ConfigError(f"mlm_probability: must be in (0, 1), got {self.mlm_probability}")

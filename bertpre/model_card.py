@@ -34,11 +34,13 @@ def pretraining_model_card(bert: BertConfig, run: Any, state: dict, checkpoint: 
     run's data was prepared from.
     """
     evaluation = {k: v for k, v in state.get("last_eval", {}).items() if k != "step"}
+    evaluated_at = int(state.get("last_eval", {}).get("step", state["step"]))
+    current = evaluated_at == state["step"]  # a checkpoint between evaluations carries an older one
     name = Path(export.output).name
     header = card_header(pipeline_tag="fill-mask", license=export.license, language=export.language,
                          datasets=datasets, base_model=hub_model_id(run.init_from) if run.init_from else None,
                          tags=["bert", "fill-mask", "bertpre"],
-                         model_index=_pretraining_model_index(name, evaluation, run, datasets))
+                         model_index=_pretraining_model_index(name, evaluation, run, datasets) if current else [])
     lines = [
         header,
         "# BERT pretrained with bertpre", "",
@@ -54,7 +56,9 @@ def pretraining_model_card(bert: BertConfig, run: Any, state: dict, checkpoint: 
         f"- checkpoint: `{checkpoint}`",
     ]
     if evaluation:
-        lines += ["", "## Final evaluation (held-out documents)", "", "| metric | value |", "|---|---|"]
+        title = ("## Final evaluation (held-out documents)" if current else
+                 f"## Last evaluation, at step {evaluated_at:,} of {state['step']:,} (held-out documents)")
+        lines += ["", title, "", "| metric | value |", "|---|---|"]
         lines += [f"| {k.replace('eval_', '')} | {v:.4f} |" for k, v in evaluation.items()]
     lines += ["", "## Use", "", "```python", "from transformers import pipeline",
               'fill = pipeline("fill-mask", model="PATH/TO/THIS/DIRECTORY")', 'fill("the [MASK] of the story.")',

@@ -301,8 +301,9 @@ def fit(run: _Run, stop_requests: StopRequests, show_progress: bool = True) -> t
         step_metrics = _train_step(model, run.optimizer, batches, accelerator, accumulation, config)
         state.elapsed_seconds = elapsed_before + time.perf_counter() - run_started
         run.scheduler.step()
-        _update_state(state, step_metrics, config, world)
-        window.add(step_metrics["tokens"] * world, step_metrics["sequences"] * world)
+        all_tokens = _tokens_of_every_process(step_metrics["tokens"], accelerator)
+        _update_state(state, step_metrics, all_tokens, config)
+        window.add(all_tokens, step_metrics["sequences"] * world)
         if step_metrics["skipped"]:
             accelerator.print(f"step {state.step}: non-finite loss or gradients, step skipped "
                               f"({state.consecutive_nonfinite} in a row)")
@@ -548,9 +549,16 @@ def _train_step(model: nn.Module, optimizer: Any, batches: Iterator[dict], accel
     return sums
 
 
-def _update_state(state: TrainerState, metrics: dict[str, float], config: PretrainConfig, world: int) -> None:
+def _tokens_of_every_process(tokens: int, accelerator: Any) -> int:
+    """This step's real (non-padding) tokens over all processes: each read sequences of other lengths."""
+    if accelerator.num_processes == 1:
+        return tokens
+    return int(accelerator.reduce(torch.tensor(tokens, device=accelerator.device), reduction="sum").item())
+
+
+def _update_state(state: TrainerState, metrics: dict[str, float], all_tokens: int, config: PretrainConfig) -> None:
     state.step += 1
-    state.tokens_seen += metrics["tokens"] * world
+    state.tokens_seen += all_tokens
     state.sequences_seen += config.batches.global_batch_size
     state.skipped_steps += int(metrics["skipped"])
     state.consecutive_nonfinite = state.consecutive_nonfinite + 1 if metrics["nonfinite"] else 0

@@ -49,6 +49,11 @@ class PretrainingStopped(Exception):
         self.exit_status = exit_status(run.stop_signal, run.requeued)
 
 
+def _micro_batch(batch_size: int, largest: int = 32) -> int:
+    """The largest micro-batch of at most ``largest`` sequences that divides ``batch_size`` (48 → 24 × 2)."""
+    return next(size for size in range(min(batch_size, largest), 0, -1) if batch_size % size == 0)
+
+
 def _stage(number: int, title: str) -> None:
     print(f"\n== {number}. {title} ==", flush=True)
 
@@ -87,7 +92,7 @@ def run_quickstart(config: QuickstartConfig, show_progress: bool = True) -> dict
     model = ModelConfig.of_size(config.model_size, vocab_size=tokenizer.vocab_size)
     run = pretrain(config_from_dict(PretrainConfig, dict(
         data=data.output, output=str(output / "pretrain"), model=vars(model), global_batch_size=config.batch_size,
-        per_device_batch_size=min(config.batch_size, 32), learning_rate=config.learning_rate,
+        per_device_batch_size=_micro_batch(config.batch_size), learning_rate=config.learning_rate,
         warmup_steps=max(1, config.pretrain_steps // 10), max_steps=config.pretrain_steps,
         eval_every=max(1, config.pretrain_steps // 4), checkpoint_every=max(1, config.pretrain_steps // 2),
         log_every=10, num_workers=1, resume="never", overwrite=True,

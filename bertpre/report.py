@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
-from bertpre.checkpoint import list_checkpoints
+from bertpre.checkpoint import RUN_CONFIG_FILE, list_checkpoints
 from bertpre.errors import BertpreError
 from bertpre.metrics_log import METRICS_FILE, read_metrics
 
@@ -97,6 +97,8 @@ class RunStatus:
             facts["resumable"] = "yes (resume: auto continues from the newest checkpoint)"
         else:
             facts["resumable"] = "no checkpoint yet"
+        if not self.last_train:
+            facts["progress"] = "started: no step logged yet"
         for key in ("step", "tokens_seen", "mlm_loss", "nsp_loss", "mlm_accuracy", "learning_rate",
                     "tokens_per_second"):
             if key in self.last_train:
@@ -124,7 +126,7 @@ def run_status(run: str | Path) -> RunStatus:
     metrics = read_metrics(run / METRICS_FILE) if (run / METRICS_FILE).exists() else []
     train = [m for m in metrics if "mlm_loss" in m]
     evaluation = [m for m in metrics if "eval_mlm_loss" in m]
-    if not metrics and not list_checkpoints(run):
+    if not metrics and not list_checkpoints(run) and not (run / RUN_CONFIG_FILE).is_file():
         raise BertpreError(f"{run}: not a bertpre run (no metrics.jsonl, no checkpoints)")
     milestones = [m for m in metrics if "mlm_accuracy_milestone" in m]
     return RunStatus(run, list_checkpoints(run), train[-1] if train else {}, evaluation[-1] if evaluation else {},

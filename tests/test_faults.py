@@ -409,6 +409,25 @@ def test_the_fingerprint_of_a_tokenizer_json_counts_its_added_tokens_as_prepare_
     assert directory_vocabulary_digest(extended) == vocabulary_digest(sorted(vocab, key=vocab.__getitem__))
 
 
+def test_status_of_a_run_that_has_not_logged_a_step_yet(data: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    from bertpre.config import save_config, load_config
+    from bertpre.configs import PretrainConfig
+
+    run = tmp_path / "run"
+    run.mkdir()  # pretrain writes its config before its first step is logged
+    save_config(load_config(PretrainConfig, overrides={"data": str(data), "max_steps": "5"}), run / "pretrain.yaml")
+    assert main(["status", str(run)]) == 0
+    assert "started: no step logged yet" in capsys.readouterr().out
+    refused(capsys, "status", str(tmp_path), match="not a bertpre run")
+
+
+def test_options_that_would_fail_later_or_mislead_are_handled_first(capsys: pytest.CaptureFixture) -> None:
+    from bertpre.quickstart import _micro_batch
+
+    assert [_micro_batch(size) for size in (16, 32, 48, 64, 7, 100)] == [16, 32, 24, 32, 7, 25]
+    refused(capsys, "bench", "--curve-steps", "6", "--data", "somewhere", match="curve_steps: 6 is too few")
+
+
 def test_a_second_writer_of_one_output_never_replaces_the_first(tmp_path: Path) -> None:
     from bertpre.errors import BertpreError
     from bertpre.io import atomic_directory

@@ -101,3 +101,15 @@ def test_pretraining_card_names_hub_datasets_and_the_held_out_accuracy() -> None
     assert metric_values(card) == {"accuracy": 0.4321, "perplexity": 55.5}
     assert card.data.eval_results[0].dataset_type == "wikimedia/wikipedia"
     assert hub_dataset_id("corpus.txt") is None and hub_dataset_id("builtin:python-docs") is None
+
+
+def test_a_checkpoint_between_evaluations_names_the_step_of_its_evaluation() -> None:
+    bert = BertConfig(vocab_size=100, hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64)
+    run = SimpleNamespace(data="runs/data", init_from=None, objective="mlm", batches=SimpleNamespace(global_batch_size=8),
+                          masking=SimpleNamespace(mlm_probability=0.15, whole_word_mask=False),
+                          optimization=SimpleNamespace(optimizer="adamw", learning_rate=1e-4))
+    state = {"step": 1500, "tokens_seen": 1000, "last_eval": {"eval_mlm_accuracy": 0.4321, "step": 1000}}
+    export = SimpleNamespace(output="runs/export", license=None, language=[])
+    text = pretraining_model_card(bert, run, state, Path("ckpt"), "bertpre export", export)
+    assert "## Last evaluation, at step 1,000 of 1,500" in text and "Final evaluation" not in text
+    assert not ModelCard(text).data.eval_results  # not this checkpoint's figure: no model-index claim

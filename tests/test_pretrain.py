@@ -291,6 +291,8 @@ def test_two_process_job_matches_one_process_with_the_same_global_batch(wiki_dat
     assert resumed.stdout.count("tokens seen") == 1  # one summary for the run, not one per rank
     state = json.loads((list_checkpoints(tmp_path / "two")[-1] / "trainer_state.json").read_text())
     assert state["step"] == 20 and len(state["rank_checksums"]) == 2
+    one_state = json.loads((list_checkpoints(tmp_path / "one")[-1] / "trainer_state.json").read_text())
+    assert state["tokens_seen"] == one_state["tokens_seen"]  # every process's tokens, not rank 0's × 2
     assert state["rank_checksums"][0] == state["rank_checksums"][1]
     one = {m["step"]: m["loss"] for m in metrics(tmp_path / "one") if "loss" in m}
     two = {m["step"]: m["loss"] for m in metrics(tmp_path / "two") if "loss" in m}
