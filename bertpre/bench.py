@@ -91,7 +91,9 @@ def _batches(config: BenchConfig, vocab_size: int, device: torch.device) -> tupl
             example = [{"input_ids": ids[i].tolist(), "token_type_ids": types[i].tolist(),
                         "next_sentence_label": int(i % 2)} for i in range(config.batch_size)]
             batches.append(collator(example, generator=generator))
-        mode = f"synthetic, {config.seq_length} tokens, no padding"
+        width = batches[0]["input_ids"].shape[1]  # the collator pads to a multiple of 8 (tensor cores)
+        mode = f"synthetic, {config.seq_length} tokens, " + ("no padding" if width == config.seq_length
+                                                             else f"padded to {width}")
     moved = [{k: v.to(device, non_blocking=True) for k, v in batch.items()} for batch in batches]
     return moved, mode
 
@@ -203,7 +205,7 @@ def run_bench(config: BenchConfig) -> dict[str, Any]:
     model_config = ModelConfig.of_size(config.model_size)
     hf_config = bert_config(model_config)
     batches, mode = _batches(config, model_config.vocab_size, device)
-    seq_length = batches[0]["input_ids"].shape[1]
+    seq_length = round(sum(batch["input_ids"].shape[1] for batch in batches) / len(batches))  # real batches vary
     flops_per_token = training_flops_per_token(hf_config, seq_length, config.mlm_probability)
     peak = gpu_peak_flops(torch.cuda.get_device_name(device)) if device.type == "cuda" else None
     results = []

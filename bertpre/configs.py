@@ -657,6 +657,8 @@ class BenchConfig:
     save_json: Optional[str] = option(None, "Also write the JSON report to this file.")
 
     def __post_init__(self) -> None:
+        if self.seq_length < 4:  # [CLS] a [SEP] b [SEP]: shorter leaves nothing to mask
+            raise ConfigError(f"seq_length: {self.seq_length} is too short; use 4 or more")
         if self.model_size not in MODEL_SIZES:
             raise ConfigError(f"model_size: {self.model_size!r} is not one of {', '.join(MODEL_SIZES)}")
         for name in ("seq_length", "batch_size", "steps"):

@@ -426,6 +426,19 @@ def test_options_that_would_fail_later_or_mislead_are_handled_first(capsys: pyte
 
     assert [_micro_batch(size) for size in (16, 32, 48, 64, 7, 100)] == [16, 32, 24, 32, 7, 25]
     refused(capsys, "bench", "--curve-steps", "6", "--data", "somewhere", match="curve_steps: 6 is too few")
+    refused(capsys, "bench", "--seq-length", "3", "--cpu", "true", match="seq_length: 3 is too short")
+
+
+def test_bench_says_when_its_synthetic_batches_are_padded() -> None:
+    from bertpre import bench
+    from bertpre.configs import BenchConfig
+
+    batches, mode = bench._batches(BenchConfig(model_size="tiny", seq_length=100, batch_size=2, cpu=True), 30522,
+                                   torch.device("cpu"))
+    assert batches[0]["input_ids"].shape[1] == 104 and mode.endswith("padded to 104")
+    _, exact = bench._batches(BenchConfig(model_size="tiny", seq_length=64, batch_size=2, cpu=True), 30522,
+                              torch.device("cpu"))
+    assert exact.endswith("no padding")
 
 
 def test_a_second_writer_of_one_output_never_replaces_the_first(tmp_path: Path) -> None:
