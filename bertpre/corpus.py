@@ -418,12 +418,17 @@ def parse_json_line(line: str, path: str, number: int) -> dict[str, Any]:
     return record
 
 
-def _read_parquet(path: str, config: CorpusConfig, stats: CorpusStats) -> Iterator[Document]:
-    import pyarrow.parquet as pq
-
+def refuse_gzipped_parquet(path: str) -> None:
+    """Parquet is read by seeking inside the file, which a gzip stream cannot do; it needs no gzip anyway."""
     if path.endswith(".gz"):
         raise BertpreError(f"{path}: a gzipped Parquet file; Parquet compresses its own columns: gunzip it and "
                            "pass the .parquet")
+
+
+def _read_parquet(path: str, config: CorpusConfig, stats: CorpusStats) -> Iterator[Document]:
+    import pyarrow.parquet as pq
+
+    refuse_gzipped_parquet(path)
     try:
         parquet = pq.ParquetFile(path)
     except Exception as error:  # pyarrow raises several types for a corrupt file

@@ -56,13 +56,13 @@ class PretrainingData:
 
     def _open(self) -> None:
         tables = []
-        for root in self.metadata["roots"]:
+        for root, pairs in zip(self.metadata["roots"], self.metadata["pairs_by_root"]):
             split_dir = Path(root) / self.split
             files = split_files(split_dir)
             if not files:
                 raise BertpreError(f"{split_dir}: no prepared {self.split} data (run `bertpre prepare`)")
             shard_tables = [_read_arrow_file(file) for file in files]
-            _check_row_count(Path(root), self.split, sum(table.num_rows for table in shard_tables))
+            _check_row_count(split_dir, pairs[self.split], sum(table.num_rows for table in shard_tables))
             tables += shard_tables
         import pyarrow as pa
 
@@ -139,11 +139,10 @@ def _read_arrow_file(file: Path):  # noqa: ANN202 - a pyarrow Table
     return table
 
 
-def _check_row_count(root: Path, split: str, rows: int) -> None:
+def _check_row_count(split_dir: Path, expected: Any, rows: int) -> None:
     """The split holds as many pairs as `prepare` wrote (its summary says), or the data is incomplete."""
-    expected = _read_metadata(root / METADATA_FILE).get("summary", {}).get(f"{split}_pairs")
     if isinstance(expected, int) and expected != rows:
-        raise BertpreError(f"{root / split}: holds {rows:,} pairs where `bertpre prepare` wrote {expected:,}; the "
+        raise BertpreError(f"{split_dir}: holds {rows:,} pairs where `bertpre prepare` wrote {expected:,}; the "
                            "directory is incomplete or was mixed with another: copy or prepare it again")
 
 
@@ -180,4 +179,6 @@ def read_data_metadata(path: str | Path) -> dict[str, Any]:
         if meta["max_seq_length"] != first["max_seq_length"]:
             raise BertpreError(f"{root}: max_seq_length {meta['max_seq_length']} differs from "
                                f"{first['max_seq_length']} in {roots[0]}")
-    return {**first, "roots": [str(r) for r in roots]}
+    return {**first, "roots": [str(r) for r in roots],
+            "pairs_by_root": [{split: meta.get("summary", {}).get(f"{split}_pairs") for split in ("train", "eval")}
+                              for meta in metas]}

@@ -15,11 +15,10 @@ from bertpre.config import load_config
 from bertpre.configs import ExportConfig, PrepareConfig, PretrainConfig
 from bertpre.dataset import CONFIG_FILE, data_tokenizer_dir, read_data_metadata
 from bertpre.errors import BertpreError
-from bertpre.hf_directory import check_tokenizer_matches, export_model, read_bert_config
+from bertpre.hf_directory import export_model, read_bert_config
 from bertpre.model import BertForPreTraining
 from bertpre.model_card import hub_dataset_id, pretraining_model_card
 from bertpre.resolve import tokenizer_directory
-from bertpre.tokenizer_files import directory_vocabulary_digest
 
 
 def export_checkpoint(config: ExportConfig) -> Path:
@@ -33,20 +32,10 @@ def export_checkpoint(config: ExportConfig) -> Path:
     tokenizer = str(tokenizer_directory(config.tokenizer)) if config.tokenizer else None
     if tokenizer is None:
         tokenizer = str(data_tokenizer_dir(read_data_metadata(run.data)))
-    check_tokenizer_matches(bert, Path(tokenizer))  # its size first: the plainer message when that differs
-    _check_same_vocabulary(checkpoint, state.vocab_sha256, tokenizer)
     card = pretraining_model_card(bert, run, vars(state), checkpoint, _export_command(config), config,
                                   _hub_datasets(run.data))
-    return export_model(model, config.output, tokenizer_dir=tokenizer, overwrite=config.overwrite, model_card=card)
-
-
-def _check_same_vocabulary(checkpoint: Path, trained_on: str, tokenizer: str) -> None:
-    """The tokenizer shipped with the export is the one the checkpoint learned: the same size is not enough
-    (the run's data may have been prepared again since, with another tokenizer)."""
-    shipped = directory_vocabulary_digest(tokenizer)
-    if trained_on and shipped is not None and shipped != trained_on:
-        raise BertpreError(f"{tokenizer}: other tokens than the vocabulary {checkpoint} was trained with (prepared "
-                           "again since?); pass --tokenizer with the tokenizer the run's data was prepared with")
+    return export_model(model, config.output, tokenizer_dir=tokenizer, overwrite=config.overwrite, model_card=card,
+                        trained_vocabulary=state.vocab_sha256)
 
 
 def _hub_datasets(data: str) -> list[str]:

@@ -20,25 +20,28 @@ from bertpre.hf_format import HEAD_PREFIXES, TIED_KEY, from_hf_state_dict, to_hf
 from bertpre.io import atomic_directory, check_writable_output
 from bertpre.model import BertForPreTraining, BertForSequenceClassification
 from bertpre.resolve import model_directory
-from bertpre.tokenizer_files import copy_tokenizer_files
+from bertpre.tokenizer_files import copy_tokenizer_files, directory_vocabulary_digest
 
 WEIGHTS_FILE = "model.safetensors"
 
 
 def export_model(model: nn.Module, output: str | Path, tokenizer_dir: str | Path | None = None,
-                 overwrite: bool = False, model_card: str | None = None) -> Path:
+                 overwrite: bool = False, model_card: str | None = None, trained_vocabulary: str = "") -> Path:
     """Write ``model`` as a Hugging Face BERT directory that vanilla ``from_pretrained`` loads.
 
     ``config.json`` names the architecture (``BertForPreTraining`` or
     ``BertForSequenceClassification``), ``model.safetensors`` holds the weights under Hugging
-    Face names, and the tokenizer files are copied from ``tokenizer_dir``. Written to a temporary
-    directory and renamed, so a failure never leaves a half-written export.
+    Face names, and the tokenizer files are copied from ``tokenizer_dir``, refused when their size,
+    or their tokens (``trained_vocabulary``: the fingerprint the model was trained with, if known),
+    differ from the model's. Written to a temporary directory and renamed, so a failure never leaves
+    a half-written export.
     """
     output = Path(output)
     check_writable_output(output, overwrite)
     config: BertConfig = model.config
     if tokenizer_dir is not None:
         check_tokenizer_matches(config, Path(tokenizer_dir))
+        _check_same_vocabulary(Path(tokenizer_dir), trained_vocabulary)
     with atomic_directory(output, overwrite=overwrite) as staging:
         architecture = ("BertForSequenceClassification" if isinstance(model, BertForSequenceClassification)
                         else "BertForPreTraining" if model.nsp is not None else "BertForMaskedLM")
@@ -73,6 +76,14 @@ def check_tokenizer_matches(config: BertConfig, tokenizer_dir: Path) -> None:
     if size != config.vocab_size:
         raise BertpreError(f"{tokenizer_dir}: tokenizer has {size} tokens but the model's vocab_size is "
                            f"{config.vocab_size}; export with the tokenizer the model was trained with")
+
+
+def _check_same_vocabulary(tokenizer_dir: Path, trained_vocabulary: str) -> None:
+    """The same size is not enough: a run's data may have been prepared again since, with another tokenizer."""
+    shipped = directory_vocabulary_digest(tokenizer_dir)
+    if trained_vocabulary and shipped is not None and shipped != trained_vocabulary:
+        raise BertpreError(f"{tokenizer_dir}: other tokens than the vocabulary the model was trained with (prepared "
+                           "again since?); pass --tokenizer with the tokenizer the run's data was prepared with")
 
 
 @dataclass

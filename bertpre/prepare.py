@@ -35,7 +35,7 @@ from bertpre.pairs import create_next_sentence_pairs, document_rng, pair_to_feat
 from bertpre.resolve import tokenizer_directory
 from bertpre.seeding import stable_hash64
 from bertpre.sentences import split_sentences
-from bertpre.tokenizer_files import copy_tokenizer_files, load_tokenizer, vocabulary_digest
+from bertpre.tokenizer_files import copy_tokenizer_files, load_tokenizer, vocab_file_tokens, vocabulary_digest
 
 # Documents held in memory between writes to disk: `datasets` defaults to 1,000 rows, which is a
 # whole corpus of book-length documents; 64 keeps memory flat whatever the document length.
@@ -148,11 +148,7 @@ def _check_tokenizer(config: PrepareConfig) -> dict[str, Any]:
     vocab = tokenizer.get_vocab()
     vocab_txt = Path(config.tokenizer) / "vocab.txt"
     if vocab_txt.exists():
-        listed = vocab_txt.read_text(encoding="utf-8").split("\n")
-        if listed and listed[-1] == "":
-            listed.pop()
-        by_id = sorted(vocab, key=vocab.__getitem__)
-        if listed != by_id:
+        if vocab_file_tokens(vocab_txt) != sorted(vocab, key=vocab.__getitem__):
             raise BertpreError(f"{vocab_txt}: does not match {config.tokenizer}/tokenizer.json "
                                "(mixed files from two tokenizers?); retrain or copy both together")
     model_max = getattr(tokenizer, "model_max_length", 512) or 512

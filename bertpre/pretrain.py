@@ -199,7 +199,7 @@ def build(config: PretrainConfig) -> _Run:
     output = Path(config.output)
     resolve_trackers(config.logging.report_to)  # a tracker that is not installed stops us before anything is cleared
     train_data = PretrainingData(config.data, "train")  # damaged data is refused before an earlier run is cleared
-    eval_data = _optional_eval_data(config.data)
+    eval_data = _optional_eval_data(config.data, metadata["roots"])
     _clear_earlier_run_if_asked(config, output)
     accelerator = make_accelerator(config.output, config.runtime.cpu, config.runtime.mixed_precision,
                                    report_to=config.logging.report_to)
@@ -400,7 +400,7 @@ def _check_data_fits_model(config: PretrainConfig, bert: Any, metadata: dict[str
         theirs = directory_vocabulary_digest(config.init_from)
         init_dir = Path(config.init_from)
         if theirs is None and is_complete(init_dir) and (init_dir / RUN_CONFIG_FILE).is_file():  # a bertpre checkpoint
-            theirs = read_trainer_state(Path(config.init_from)).vocab_sha256 or None
+            theirs = read_trainer_state(init_dir).vocab_sha256 or None
         if theirs is not None and theirs != tokenizer["vocab_sha256"]:
             raise BertpreError(f"{config.init_from}: its vocabulary has other tokens than the tokenizer the data was "
                                f"prepared with ({tokenizer['path']}), though as many; prepare the data with "
@@ -664,9 +664,8 @@ def _stop_reason(state: TrainerState, config: PretrainConfig, stop_requests: Sto
     return budget, ""
 
 
-def _optional_eval_data(path: str) -> Optional[PretrainingData]:
-    """The held-out split when `prepare` wrote one (a damaged one is refused, never skipped)."""
-    roots = read_data_metadata(path)["roots"]
+def _optional_eval_data(path: str, roots: list[str]) -> Optional[PretrainingData]:
+    """The held-out split when `prepare` wrote one in each of ``roots`` (a damaged one is refused, never skipped)."""
     if not all(split_files(Path(root) / "eval") for root in roots):
         return None
     data = PretrainingData(path, "eval")

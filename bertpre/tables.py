@@ -15,7 +15,7 @@ from typing import Any, Optional, Sequence
 
 import torch
 
-from bertpre.corpus import load_hub_dataset, parse_json_line
+from bertpre.corpus import load_hub_dataset, parse_json_line, refuse_gzipped_parquet
 from bertpre.errors import BertpreError
 
 csv.field_size_limit(min(sys.maxsize, 2**31 - 1))
@@ -45,9 +45,7 @@ def read_table(path: str, column_names: Sequence[str] = ()) -> TableRows:
     if suffix == ".parquet":
         import pyarrow.parquet as pq
 
-        if path.endswith(".gz"):
-            raise BertpreError(f"{path}: a gzipped Parquet file; Parquet compresses its own columns: gunzip it and "
-                               "pass the .parquet")
+        refuse_gzipped_parquet(path)
         try:
             return TableRows(pq.read_table(path).to_pylist())
         except Exception as error:  # pyarrow raises several types for a file that is not Parquet

@@ -59,14 +59,19 @@ def vocabulary_digest(tokens_by_id: list[str]) -> str:
     return hashlib.sha256("\n".join(tokens_by_id).encode()).hexdigest()[:16]
 
 
+def vocab_file_tokens(vocab_file: Path) -> list[str]:
+    """The tokens of a ``vocab.txt``, one per line in id order (a final newline ends the last, adds none)."""
+    lines = vocab_file.read_text(encoding="utf-8").split("\n")
+    return lines[:-1] if lines and lines[-1] == "" else lines
+
+
 def directory_vocabulary_digest(directory: str | Path) -> Optional[str]:
     """The :func:`vocabulary_digest` of a tokenizer or model directory's vocab.txt (or tokenizer.json);
     None when it has neither (a bertpre checkpoint) or they cannot be read."""
     directory = Path(directory)
     try:
         if (directory / "vocab.txt").is_file():
-            lines = (directory / "vocab.txt").read_text(encoding="utf-8").split("\n")
-            return vocabulary_digest(lines[:-1] if lines and lines[-1] == "" else lines)
+            return vocabulary_digest(vocab_file_tokens(directory / "vocab.txt"))
         if (directory / "tokenizer.json").is_file():
             spec = json.loads((directory / "tokenizer.json").read_text(encoding="utf-8"))
             vocab = {**spec["model"]["vocab"], **{token["content"]: token["id"] for token in spec.get("added_tokens", [])}}
