@@ -16,10 +16,10 @@ import typing
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from bertpre.config import is_group, load_config
-from bertpre.configs import (BenchConfig, ExportConfig, FinetuneConfig, GlueConfig, PredictConfig, PrepareConfig,
+from bertpre.core.config import is_group, load_config
+from bertpre.core.configs import (BenchConfig, ExportConfig, FinetuneConfig, GlueConfig, PredictConfig, PrepareConfig,
                              PretrainConfig, QuickstartConfig, TokenizerConfig)
-from bertpre.errors import BertpreError
+from bertpre.core.errors import BertpreError
 
 EXIT_USER_ERROR = 2
 # Faults of the machine, not of bertpre: one line with the file and what to do, as for user errors.
@@ -97,7 +97,7 @@ def _add_command(subparsers: Any, name: str, help: str, cls: type | None,
 
 
 def _run_tokenizer_train(args: argparse.Namespace) -> int:
-    from bertpre.tokenizer import train_tokenizer
+    from bertpre.tokenizer.train import train_tokenizer
 
     config = config_from_args(TokenizerConfig, args)
     summary = train_tokenizer(config, show_progress=sys.stderr.isatty())
@@ -106,7 +106,7 @@ def _run_tokenizer_train(args: argparse.Namespace) -> int:
 
 
 def _run_prepare(args: argparse.Namespace) -> int:
-    from bertpre.prepare import prepare_pretraining_data
+    from bertpre.data.prepare import prepare_pretraining_data
 
     summary = prepare_pretraining_data(config_from_args(PrepareConfig, args), show_progress=sys.stderr.isatty())
     print(summary.table())
@@ -114,11 +114,11 @@ def _run_prepare(args: argparse.Namespace) -> int:
 
 
 def _run_pretrain(args: argparse.Namespace) -> int:
-    from bertpre.preemption import StopRequests, exit_status
+    from bertpre.training.preemption import StopRequests, exit_status
 
     config = config_from_args(PretrainConfig, args)
     with StopRequests() as stop_requests:  # before torch loads (seconds): a preemption signal meanwhile is kept
-        from bertpre.pretrain import pretrain
+        from bertpre.training.pretrain import pretrain
 
         summary = pretrain(config, show_progress=sys.stderr.isatty(), stop_requests=stop_requests)
     if summary.main_process:  # one summary per run, not one per rank
@@ -127,15 +127,15 @@ def _run_pretrain(args: argparse.Namespace) -> int:
 
 
 def _run_export(args: argparse.Namespace) -> int:
-    from bertpre.export import export_checkpoint
+    from bertpre.export.export import export_checkpoint
 
     print(f"exported to {export_checkpoint(config_from_args(ExportConfig, args))}")
     return 0
 
 
 def _run_finetune(args: argparse.Namespace) -> int:
-    from bertpre.comparison import compare_finetunes, wants_several_runs
-    from bertpre.finetune import finetune
+    from bertpre.tasks.comparison import compare_finetunes, wants_several_runs
+    from bertpre.tasks.finetune import finetune
 
     config = config_from_args(FinetuneConfig, args)
     run = compare_finetunes if wants_several_runs(config) else finetune
@@ -144,7 +144,7 @@ def _run_finetune(args: argparse.Namespace) -> int:
 
 
 def _run_predict(args: argparse.Namespace) -> int:
-    from bertpre.predict import predict
+    from bertpre.tasks.predict import predict
 
     metrics = predict(config_from_args(PredictConfig, args))
     for key, value in metrics.items():
@@ -153,7 +153,7 @@ def _run_predict(args: argparse.Namespace) -> int:
 
 
 def _run_glue(args: argparse.Namespace) -> int:
-    from bertpre.glue import RESULTS_FILE, glue_table, run_glue
+    from bertpre.tasks.glue import RESULTS_FILE, glue_table, run_glue
 
     config = config_from_args(GlueConfig, args)
     print(glue_table(run_glue(config, show_progress=sys.stderr.isatty())))
@@ -162,7 +162,7 @@ def _run_glue(args: argparse.Namespace) -> int:
 
 
 def _run_status(args: argparse.Namespace) -> int:
-    from bertpre.report import run_status, write_report
+    from bertpre.runners.report import run_status, write_report
 
     print(run_status(args.run_dir).table())
     if args.report:
@@ -171,7 +171,7 @@ def _run_status(args: argparse.Namespace) -> int:
 
 
 def _run_bench(args: argparse.Namespace) -> int:
-    from bertpre.bench import bench_json, bench_table, curve_table, run_bench, run_loss_curves
+    from bertpre.runners.bench import bench_json, bench_table, curve_table, run_bench, run_loss_curves
 
     config = config_from_args(BenchConfig, args)
     report = run_loss_curves(config) if config.curve_steps else run_bench(config)
@@ -186,7 +186,7 @@ def _run_bench(args: argparse.Namespace) -> int:
 
 
 def _run_quickstart(args: argparse.Namespace) -> int:
-    from bertpre.quickstart import PretrainingStopped, run_quickstart
+    from bertpre.runners.quickstart import PretrainingStopped, run_quickstart
 
     try:
         run_quickstart(config_from_args(QuickstartConfig, args), show_progress=sys.stderr.isatty())

@@ -60,7 +60,7 @@ def kill_at_random_moments(data: Path, output: Path, kills: int, duration: float
 def final_weights(output: Path) -> dict:
     from safetensors.torch import load_file
 
-    from bertpre.checkpoint import list_checkpoints
+    from bertpre.training.checkpoint import list_checkpoints
 
     return load_file(str(list_checkpoints(output)[-1] / "model.safetensors"))
 

@@ -41,9 +41,9 @@ def uses_shared_articles(path: Path) -> bool:
 
 @functools.lru_cache(maxsize=1)
 def _builtin_articles(count: int = 10, size: int = 50_000) -> Path:
-    from bertpre.configs import BUILTIN_PYTHON_DOCS, CorpusConfig
-    from bertpre.corpus import read_documents
-    from bertpre.sentences import split_sentences
+    from bertpre.core.configs import BUILTIN_PYTHON_DOCS, CorpusConfig
+    from bertpre.readers.corpus import read_documents
+    from bertpre.readers.sentences import split_sentences
 
     directory = Path(tempfile.mkdtemp(prefix="bertpre-articles-"))
     atexit.register(shutil.rmtree, directory, True)
@@ -68,9 +68,9 @@ def _builtin_articles(count: int = 10, size: int = 50_000) -> Path:
 def pretrain_tiny(data: Path, output: Path, **options: str) -> Path:
     """`bertpre pretrain` of BERT-tiny on ``data`` into ``output``: CPU, quiet, no evaluation unless
     ``options`` (command-line spellings as strings) say otherwise."""
-    from bertpre.config import load_config
-    from bertpre.configs import PretrainConfig
-    from bertpre.pretrain import pretrain
+    from bertpre.core.config import load_config
+    from bertpre.core.configs import PretrainConfig
+    from bertpre.training.pretrain import pretrain
 
     settings = {"data": str(data), "output": str(output), "model": str(REPO / "configs" / "model" / "tiny.yaml"),
                 "eval_every": "0", "log_every": "1", "num_workers": "0", "cpu": "true", **options}
@@ -80,8 +80,8 @@ def pretrain_tiny(data: Path, output: Path, **options: str) -> Path:
 
 def prepare_wiki64(output: Path, **overrides: object) -> Path:
     """The ten English articles as 64-token pairs with the default tokenizer, prepared at ``output``."""
-    from bertpre.configs import PrepareConfig
-    from bertpre.prepare import prepare_pretraining_data
+    from bertpre.core.configs import PrepareConfig
+    from bertpre.data.prepare import prepare_pretraining_data
 
     options = {"tokenizer": str(REPO / "tokenizer"), "max_seq_length": 64, "num_workers": 1, **overrides}
     prepare_pretraining_data(PrepareConfig(inputs=[str(english_articles())], output=str(output), **options),

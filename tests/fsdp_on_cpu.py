@@ -18,10 +18,10 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import bertpre.pretrain  # noqa: E402
+import bertpre.training.pretrain  # noqa: E402
 from bertpre.cli import main  # noqa: E402
 
-_make_accelerator = bertpre.pretrain.make_accelerator
+_make_accelerator = bertpre.training.pretrain.make_accelerator
 
 
 def use_fsdp_on_cpu(accelerator: Any, plugin: Any) -> None:
@@ -45,5 +45,5 @@ def make_fsdp_accelerator(*args: Any, **kwargs: Any) -> Any:
 
 
 if __name__ == "__main__":
-    bertpre.pretrain.make_accelerator = make_fsdp_accelerator
+    bertpre.training.pretrain.make_accelerator = make_fsdp_accelerator
     sys.exit(main())

@@ -17,7 +17,7 @@ import re
 from pathlib import Path
 from typing import Iterable
 
-from bertpre.sentences import split_sentences
+from bertpre.readers.sentences import split_sentences
 
 MAX_SEQ_LENGTH = 128
 DUPE_FACTOR = 20

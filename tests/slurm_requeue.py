@@ -117,7 +117,7 @@ def compare_final_weights(reference: Path, resumed: Path) -> int:
     import torch
     from safetensors.torch import load_file
 
-    from bertpre.checkpoint import list_checkpoints
+    from bertpre.training.checkpoint import list_checkpoints
 
     expected = load_file(str(list_checkpoints(reference)[-1] / "model.safetensors"))
     got = load_file(str(list_checkpoints(resumed)[-1] / "model.safetensors"))

@@ -10,11 +10,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bertpre.bench import bench_table, compare_curves, curve_table, run_bench, run_loss_curves
-from bertpre.configs import BenchConfig, ModelConfig
-from bertpre.errors import ConfigError
-from bertpre.flops import gpu_peak_flops, training_flops_per_token
-from bertpre.model import bert_config
+from bertpre.runners.bench import bench_table, compare_curves, curve_table, run_bench, run_loss_curves
+from bertpre.core.configs import BenchConfig, ModelConfig
+from bertpre.core.errors import ConfigError
+from bertpre.model.flops import gpu_peak_flops, training_flops_per_token
+from bertpre.model.bert import bert_config
 
 from .conftest import prepare_wiki64
 

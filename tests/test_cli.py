@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from bertpre.cli import build_parser
-from bertpre.configs import TokenizerConfig
+from bertpre.core.configs import TokenizerConfig
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess:
@@ -68,7 +68,7 @@ def test_pretrain_help_shows_grouped_options_under_headings_with_flat_spellings(
 
 def test_bare_boolean_flags_and_underscore_spellings_are_accepted() -> None:
     from bertpre.cli import build_parser, config_from_args, _dashed
-    from bertpre.configs import PretrainConfig
+    from bertpre.core.configs import PretrainConfig
 
     argv = [_dashed(a) for a in ["pretrain", "--cpu", "--max_steps", "3", "--model.hidden_size", "264",
                                  "--unpad-inputs", "false", "--compile"]]
@@ -81,7 +81,7 @@ def test_bare_boolean_flags_and_underscore_spellings_are_accepted() -> None:
 
 def test_list_options_of_numbers_parse_from_the_command_line() -> None:
     from bertpre.cli import build_parser, config_from_args
-    from bertpre.configs import FinetuneConfig
+    from bertpre.core.configs import FinetuneConfig
 
     args, _ = build_parser().parse_known_args(["finetune", "--model", "m", "--seeds", "0", "1", "2",
                                                "--compare-random-init"])

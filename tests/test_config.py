@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 import transformers
 
-from bertpre.config import load_config
-from bertpre.configs import MODEL_SIZES, ModelConfig, PretrainConfig, TokenizerConfig
-from bertpre.errors import ConfigError
+from bertpre.core.config import load_config
+from bertpre.core.configs import MODEL_SIZES, ModelConfig, PretrainConfig, TokenizerConfig
+from bertpre.core.errors import ConfigError
 
 from .conftest import REPO
 
@@ -81,8 +81,8 @@ def test_invalid_yaml_and_missing_file_are_one_line(tmp_path: Path) -> None:
 
 
 def test_pretrain_options_are_grouped_and_accept_flat_and_grouped_spellings(tmp_path: Path) -> None:
-    from bertpre.config import save_config
-    from bertpre.configs import PretrainConfig
+    from bertpre.core.config import save_config
+    from bertpre.core.configs import PretrainConfig
 
     flat = tmp_path / "flat.yaml"
     flat.write_text("max_steps: 10\nlearning_rate: 3.0e-4\nglobal_batch_size: 64\nlog_every: 5\n")
@@ -102,7 +102,7 @@ def test_pretrain_options_are_grouped_and_accept_flat_and_grouped_spellings(tmp_
 
 
 def test_a_grouped_option_given_twice_or_misspelt_is_refused(tmp_path: Path) -> None:
-    from bertpre.configs import PretrainConfig
+    from bertpre.core.configs import PretrainConfig
 
     twice = tmp_path / "twice.yaml"
     twice.write_text("max_steps: 10\nlearning_rate: 1.0e-3\noptimization: {learning_rate: 2.0e-3}\n")
@@ -115,7 +115,7 @@ def test_a_grouped_option_given_twice_or_misspelt_is_refused(tmp_path: Path) -> 
 
 
 def test_command_line_text_is_read_as_its_field_needs(tmp_path: Path) -> None:
-    from bertpre.configs import ExportConfig, FinetuneConfig
+    from bertpre.core.configs import ExportConfig, FinetuneConfig
 
     # status prints step-00000100; YAML 1.1 would read 00000100 as octal 64 and export another checkpoint
     assert load_config(ExportConfig, overrides={"step": "00000100"}).step == "00000100"

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from bertpre.config import load_config, option_names
-from bertpre.configs import ModelConfig, PrepareConfig, PretrainConfig
+from bertpre.core.config import load_config, option_names
+from bertpre.core.configs import ModelConfig, PrepareConfig, PretrainConfig
 
 from .conftest import REPO
 
@@ -27,8 +27,8 @@ def test_pretrain_recipes_name_their_model_size() -> None:
 
 
 def test_readme_config_reference_lists_every_field() -> None:
-    from bertpre import configs
-    from bertpre.configs import QuickstartConfig
+    from bertpre.core import configs
+    from bertpre.core.configs import QuickstartConfig
 
     readme = (REPO / "README.md").read_text()
     for cls in (configs.TokenizerConfig, configs.PrepareConfig, configs.ModelConfig, configs.PretrainConfig,

@@ -10,13 +10,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bertpre.configs import CorpusConfig, PrepareConfig
-from bertpre.corpus import read_documents
-from bertpre.errors import BertpreError
-from bertpre.dataset import PretrainingData
-from bertpre.pairs import create_next_sentence_pairs, document_rng, pair_to_features
-from bertpre.prepare import prepare_pretraining_data
-from bertpre.sentences import split_sentences
+from bertpre.core.configs import CorpusConfig, PrepareConfig
+from bertpre.readers.corpus import read_documents
+from bertpre.core.errors import BertpreError
+from bertpre.data.dataset import PretrainingData
+from bertpre.data.pairs import create_next_sentence_pairs, document_rng, pair_to_features
+from bertpre.data.prepare import prepare_pretraining_data
+from bertpre.readers.sentences import split_sentences
 
 from .conftest import REPO, english_articles, shared_path
 
@@ -152,7 +152,7 @@ def test_single_document_is_refused() -> None:
 
 
 def test_pair_features_are_cls_a_sep_b_sep_with_token_types() -> None:
-    from bertpre.pairs import SentencePair
+    from bertpre.data.pairs import SentencePair
 
     input_ids, types = pair_to_features(SentencePair([10, 11], [12], False, 0, 0), cls_id=2, sep_id=3)
     assert input_ids == [2, 10, 11, 3, 12, 3]

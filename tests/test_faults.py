@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from bertpre.checkpoint import list_checkpoints
+from bertpre.training.checkpoint import list_checkpoints
 from bertpre.cli import main
 
 from .conftest import REPO, english_articles, prepare_wiki64
@@ -310,7 +310,7 @@ def test_damaged_inputs_of_every_kind_are_one_line(exported: Path, tmp_path: Pat
 
 def test_a_line_too_long_to_read_is_refused_before_it_is_read_whole(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                                      capsys: pytest.CaptureFixture) -> None:
-    import bertpre.corpus as corpus
+    import bertpre.readers.corpus as corpus
 
     monkeypatch.setattr(corpus, "MAX_LINE_BYTES", 4096)  # 256 MiB in earnest
     one_line = tmp_path / "export.json"  # a JSON array of every record on one line
@@ -323,7 +323,7 @@ def test_a_line_too_long_to_read_is_refused_before_it_is_read_whole(tmp_path: Pa
 
 
 def test_a_glob_through_a_symlink_loop_reads_each_file_once(tmp_path: Path) -> None:
-    from bertpre.corpus import resolve_inputs
+    from bertpre.readers.corpus import resolve_inputs
 
     corpus = tmp_path / "corpus"
     (corpus / "sub").mkdir(parents=True)
@@ -378,7 +378,7 @@ def test_a_vocabulary_of_the_same_size_but_other_tokens_is_refused(run6: Path, d
 
 
 def test_a_checkpoint_of_another_bertpre_version_still_reads(run6: Path, tmp_path: Path) -> None:
-    from bertpre.checkpoint import read_trainer_state
+    from bertpre.training.checkpoint import read_trainer_state
 
     checkpoint = Path(shutil.copytree(list_checkpoints(run6)[-1], tmp_path / "step"))
     state = json.loads((checkpoint / "trainer_state.json").read_text())
@@ -392,7 +392,7 @@ def test_a_checkpoint_of_another_bertpre_version_still_reads(run6: Path, tmp_pat
 def test_the_fingerprint_of_a_tokenizer_json_counts_its_added_tokens_as_prepare_does(tmp_path: Path) -> None:
     from transformers import AutoTokenizer
 
-    from bertpre.tokenizer_files import directory_vocabulary_digest, vocabulary_digest
+    from bertpre.tokenizer.files import directory_vocabulary_digest, vocabulary_digest
 
     extended = tmp_path / "extended"
     extended.mkdir()
@@ -410,8 +410,8 @@ def test_the_fingerprint_of_a_tokenizer_json_counts_its_added_tokens_as_prepare_
 
 
 def test_status_of_a_run_that_has_not_logged_a_step_yet(data: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
-    from bertpre.config import save_config, load_config
-    from bertpre.configs import PretrainConfig
+    from bertpre.core.config import save_config, load_config
+    from bertpre.core.configs import PretrainConfig
 
     run = tmp_path / "run"
     run.mkdir()  # pretrain writes its config before its first step is logged
@@ -422,7 +422,7 @@ def test_status_of_a_run_that_has_not_logged_a_step_yet(data: Path, tmp_path: Pa
 
 
 def test_options_that_would_fail_later_or_mislead_are_handled_first(capsys: pytest.CaptureFixture) -> None:
-    from bertpre.quickstart import _micro_batch
+    from bertpre.runners.quickstart import _micro_batch
 
     assert [_micro_batch(size) for size in (16, 32, 48, 64, 7, 100)] == [16, 32, 24, 32, 7, 25]
     refused(capsys, "bench", "--curve-steps", "6", "--data", "somewhere", match="curve_steps: 6 is too few")
@@ -430,8 +430,8 @@ def test_options_that_would_fail_later_or_mislead_are_handled_first(capsys: pyte
 
 
 def test_bench_says_when_its_synthetic_batches_are_padded() -> None:
-    from bertpre import bench
-    from bertpre.configs import BenchConfig
+    from bertpre.runners import bench
+    from bertpre.core.configs import BenchConfig
 
     batches, mode = bench._batches(BenchConfig(model_size="tiny", seq_length=100, batch_size=2, cpu=True), 30522,
                                    torch.device("cpu"))
@@ -442,8 +442,8 @@ def test_bench_says_when_its_synthetic_batches_are_padded() -> None:
 
 
 def test_a_second_writer_of_one_output_never_replaces_the_first(tmp_path: Path) -> None:
-    from bertpre.errors import BertpreError
-    from bertpre.io import atomic_directory
+    from bertpre.core.errors import BertpreError
+    from bertpre.core.io import atomic_directory
 
     output = tmp_path / "data"
     with pytest.raises(BertpreError, match="another process wrote it while this one ran"):
@@ -459,7 +459,7 @@ def test_a_full_disk_is_one_line_and_leaves_no_half_written_output(tmp_path: Pat
                                                                     capsys: pytest.CaptureFixture) -> None:
     import errno
 
-    import bertpre.tokenizer as tokenizer_module
+    import bertpre.tokenizer.train as tokenizer_module
 
     def disk_full(*args: object, **kwargs: object) -> None:
         raise OSError(errno.ENOSPC, "No space left on device", str(tmp_path / "tok" / "vocab.txt"))

@@ -13,17 +13,17 @@ import pytest
 import torch
 from transformers import AutoModelForSequenceClassification, AutoTokenizer, pipeline
 
-from bertpre.config import load_config
-from bertpre.configs import ExportConfig, FinetuneConfig, GlueConfig, PredictConfig, PretrainConfig
-from bertpre.errors import BertpreError
-from bertpre.export import export_checkpoint
-from bertpre.finetune import finetune
-from bertpre.glue import glue_table, run_glue
-from bertpre.metrics import compute_metrics
-from bertpre.predict import predict
-from bertpre.tables import read_table
-from bertpre.model import Padding
-from bertpre.pretrain import pretrain
+from bertpre.core.config import load_config
+from bertpre.core.configs import ExportConfig, FinetuneConfig, GlueConfig, PredictConfig, PretrainConfig
+from bertpre.core.errors import BertpreError
+from bertpre.export.export import export_checkpoint
+from bertpre.tasks.finetune import finetune
+from bertpre.tasks.glue import glue_table, run_glue
+from bertpre.tasks.metrics import compute_metrics
+from bertpre.tasks.predict import predict
+from bertpre.readers.tables import read_table
+from bertpre.model.bert import Padding
+from bertpre.training.pretrain import pretrain
 
 from .conftest import REPO, prepare_wiki64, shared_path
 
@@ -69,7 +69,7 @@ def test_export_of_latest_and_of_a_given_step(pretrained_run: Path, exported: Pa
 def test_export_card_has_the_hub_metadata_header(pretrained_run: Path, exported: Path, tmp_path: Path) -> None:
     from huggingface_hub import ModelCard
 
-    from bertpre.checkpoint import read_trainer_state, resolve_checkpoint
+    from bertpre.training.checkpoint import read_trainer_state, resolve_checkpoint
 
     card = ModelCard.load(exported / "README.md")
     final = read_trainer_state(resolve_checkpoint(pretrained_run)).last_eval

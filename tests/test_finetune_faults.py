@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from bertpre.cli import main
-from bertpre.metrics_log import read_metrics
+from bertpre.core.metrics_log import read_metrics
 
 from .test_faults import refused
 from .tiny_glue import write_tiny_glue, write_tiny_model

@@ -22,13 +22,13 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from bertpre.checkpoint import TrainerState, list_checkpoints, load_checkpoint, save_checkpoint
-from bertpre.config import load_config
-from bertpre.configs import ModelConfig, PretrainConfig
-from bertpre.errors import BertpreError
-from bertpre.model import BertForPreTraining, bert_config
-from bertpre.optim import Lamb, build_optimizer, build_scheduler
-from bertpre.sharding import full_model_state_dict, full_optimizer_state_dict, refuse_unsupported_fsdp
+from bertpre.training.checkpoint import TrainerState, list_checkpoints, load_checkpoint, save_checkpoint
+from bertpre.core.config import load_config
+from bertpre.core.configs import ModelConfig, PretrainConfig
+from bertpre.core.errors import BertpreError
+from bertpre.model.bert import BertForPreTraining, bert_config
+from bertpre.training.optim import Lamb, build_optimizer, build_scheduler
+from bertpre.training.sharding import full_model_state_dict, full_optimizer_state_dict, refuse_unsupported_fsdp
 
 from .conftest import REPO, prepare_wiki64
 
@@ -229,7 +229,7 @@ def test_a_replica_without_first_copies_checksums_zero_and_still_joins_the_reduc
     """Hybrid sharding: a process whose shards are all later copies counts nothing, yet must reach the all-reduce."""
     from accelerate.utils import DistributedType
 
-    from bertpre import checkpoint
+    from bertpre.training import checkpoint
 
     monkeypatch.setattr(checkpoint, "holds_first_copy", lambda tensor: False)
     model = tiny_model(0)
@@ -348,8 +348,8 @@ def test_an_fsdp_checkpoint_exports_whole_weights_that_transformers_loads(runs: 
                                                                            tmp_path: Path) -> None:
     import transformers
 
-    from bertpre.configs import ExportConfig
-    from bertpre.export import export_checkpoint
+    from bertpre.core.configs import ExportConfig
+    from bertpre.export.export import export_checkpoint
 
     exported = export_checkpoint(ExportConfig(checkpoint=str(runs["whole"]), output=str(tmp_path / "hf")))
     model, info = transformers.BertForPreTraining.from_pretrained(str(exported), output_loading_info=True)
@@ -400,7 +400,7 @@ def test_the_fsdp_config_on_a_machine_without_gpus_is_refused_in_one_line(wiki_d
 
 @pytest.mark.parametrize("limit, world", [(50, 8), (3, 2), (1, 2), (4, 2), (0, 2)])
 def test_every_process_makes_as_many_evaluation_passes_and_each_batch_counts_once(limit: int, world: int) -> None:
-    from bertpre.pretrain import evaluation_batches
+    from bertpre.training.pretrain import evaluation_batches
 
     passes = [evaluation_batches(limit, rank, world) for rank in range(world)]
     assert {len(p) for p in passes} == {math.ceil(limit / world)}  # under FSDP each pass is a collective

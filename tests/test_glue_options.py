@@ -19,14 +19,14 @@ from typing import Any
 import accelerate
 import pytest
 
-from bertpre import comparison, glue
+from bertpre.tasks import comparison, glue
 from bertpre.cli import build_parser, main
-from bertpre.configs import FinetuneConfig, GlueConfig
-from bertpre.errors import BertpreError, ConfigError
-from bertpre.finetune import FinetuneSummary
-from bertpre.glue import glue_table, run_glue
-from bertpre.glue_tasks import GLUE_TASKS
-from bertpre.model_card import card_header
+from bertpre.core.configs import FinetuneConfig, GlueConfig
+from bertpre.core.errors import BertpreError, ConfigError
+from bertpre.tasks.finetune import FinetuneSummary
+from bertpre.tasks.glue import glue_table, run_glue
+from bertpre.core.glue_tasks import GLUE_TASKS
+from bertpre.export.model_card import card_header
 
 from .tiny_glue import write_tiny_glue, write_tiny_model
 

@@ -9,11 +9,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bertpre.configs import BUILTIN_PYTHON_DOCS, CorpusConfig, PrepareConfig
-from bertpre.corpus import CorpusStats, detect_text_layout, read_documents
-from bertpre.errors import BertpreError
-from bertpre.prepare import prepare_pretraining_data
-from bertpre.sentences import split_sentences
+from bertpre.core.configs import BUILTIN_PYTHON_DOCS, CorpusConfig, PrepareConfig
+from bertpre.readers.corpus import CorpusStats, detect_text_layout, read_documents
+from bertpre.core.errors import BertpreError
+from bertpre.data.prepare import prepare_pretraining_data
+from bertpre.readers.sentences import split_sentences
 
 from .conftest import REPO, SHARED_DATA, shared_path
 
@@ -179,7 +179,7 @@ def test_the_shared_corpus_with_default_options_has_little_padding_and_balanced_
 
 
 def test_builtin_corpus_as_the_quickstart_prepares_it_has_balanced_is_next(tmp_path: Path) -> None:
-    from bertpre.quickstart import QUICKSTART_DUPE_FACTOR
+    from bertpre.runners.quickstart import QUICKSTART_DUPE_FACTOR
 
     summary = prepare_pretraining_data(PrepareConfig(inputs=[BUILTIN_PYTHON_DOCS], output=str(tmp_path / "out"),
                                                      tokenizer=str(REPO / "tokenizer"), num_workers=1,

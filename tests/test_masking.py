@@ -7,10 +7,10 @@ import pytest
 import torch
 from transformers import AutoTokenizer
 
-from bertpre.configs import PrepareConfig
-from bertpre.dataset import PretrainingData
-from bertpre.masking import IGNORE_INDEX, MaskingCollator
-from bertpre.prepare import prepare_pretraining_data
+from bertpre.core.configs import PrepareConfig
+from bertpre.data.dataset import PretrainingData
+from bertpre.data.masking import IGNORE_INDEX, MaskingCollator
+from bertpre.data.prepare import prepare_pretraining_data
 
 from .conftest import REPO, english_articles
 

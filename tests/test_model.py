@@ -10,12 +10,12 @@ import transformers
 from transformers import (AutoModel, AutoModelForMaskedLM, AutoModelForPreTraining,
                           AutoModelForSequenceClassification, BertConfig, pipeline)
 
-from bertpre.config import load_config
-from bertpre.configs import ModelConfig
-from bertpre.errors import BertpreError
-from bertpre.hf_directory import export_model, load_pretrained
-from bertpre.hf_format import to_hf_state_dict
-from bertpre.model import BertForPreTraining, BertForSequenceClassification, bert_config
+from bertpre.core.config import load_config
+from bertpre.core.configs import ModelConfig
+from bertpre.core.errors import BertpreError
+from bertpre.model.hf_directory import export_model, load_pretrained
+from bertpre.model.hf_format import to_hf_state_dict
+from bertpre.model.bert import BertForPreTraining, BertForSequenceClassification, bert_config
 
 from .conftest import REPO
 

@@ -13,9 +13,9 @@ from huggingface_hub import ModelCard
 from huggingface_hub.repocard_data import model_index_to_eval_results
 from transformers import BertConfig
 
-from bertpre.configs import FinetuneConfig
-from bertpre.finetune import finetune
-from bertpre.model_card import card_header, hub_dataset_id, hub_model_id, pretraining_model_card
+from bertpre.core.configs import FinetuneConfig
+from bertpre.tasks.finetune import finetune
+from bertpre.export.model_card import card_header, hub_dataset_id, hub_model_id, pretraining_model_card
 
 from .tiny_glue import write_tiny_glue, write_tiny_model
 

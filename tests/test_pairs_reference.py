@@ -14,9 +14,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bertpre.configs import PrepareConfig
-from bertpre.dataset import PretrainingData
-from bertpre.prepare import prepare_pretraining_data
+from bertpre.core.configs import PrepareConfig
+from bertpre.data.dataset import PretrainingData
+from bertpre.data.prepare import prepare_pretraining_data
 
 from .conftest import REPO, SHARED_DATA, shared_path
 from .pair_reference import DUPE_FACTOR, MAX_SEQ_LENGTH, SEED, build_corpora, mixture, pair_statistics

@@ -12,11 +12,11 @@ import pytest
 import torch
 import yaml
 
-from bertpre.accelerator import LAUNCHER_PRECISION_ENV, PrecisionChoice, choose_precision
-from bertpre.config import load_config
-from bertpre.configs import FinetuneConfig, PretrainConfig, RuntimeOptions
-from bertpre.errors import ConfigError
-from bertpre.pretrain import pretrain
+from bertpre.training.accelerator import LAUNCHER_PRECISION_ENV, PrecisionChoice, choose_precision
+from bertpre.core.config import load_config
+from bertpre.core.configs import FinetuneConfig, PretrainConfig, RuntimeOptions
+from bertpre.core.errors import ConfigError
+from bertpre.training.pretrain import pretrain
 
 from .conftest import REPO, prepare_wiki64
 
@@ -86,7 +86,7 @@ def accelerate_precision(env_value: str, option: str | None) -> str:
     """The precision Accelerate trains in, in a fresh process launched as `accelerate launch` would with
     ``mixed_precision: env_value``, when bertpre's option is ``option`` (on a GPU; bf16/fp16 exist on the
     CPU too, so Accelerate's side can be checked here)."""
-    script = ("import sys; from accelerate import Accelerator; from bertpre.accelerator import choose_precision; "
+    script = ("import sys; from accelerate import Accelerator; from bertpre.training.accelerator import choose_precision; "
               f"choice = choose_precision({option!r}, use_cpu=False, launcher={env_value!r}); "
               "print(Accelerator(cpu=True, mixed_precision=choice.mixed_precision).mixed_precision)")
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300,

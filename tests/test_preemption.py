@@ -16,8 +16,8 @@ from types import SimpleNamespace
 import psutil
 import pytest
 
-from bertpre.checkpoint import list_checkpoints
-from bertpre.preemption import EXIT_PREEMPTED, exit_status, requeue_after_stop
+from bertpre.training.checkpoint import list_checkpoints
+from bertpre.training.preemption import EXIT_PREEMPTED, exit_status, requeue_after_stop
 
 from .conftest import REPO, prepare_wiki64
 
@@ -158,10 +158,10 @@ def test_the_trackers_are_flushed_before_the_job_is_requeued(data: Path, scontro
     """SLURM's SIGTERM follows `scontrol requeue` at once: logs flushed after it may be cut off."""
     from accelerate.tracking import TensorBoardTracker
 
-    from bertpre import pretrain as pretrain_module
-    from bertpre.config import load_config
-    from bertpre.configs import PretrainConfig
-    from bertpre.preemption import StopRequests
+    from bertpre.training import pretrain as pretrain_module
+    from bertpre.core.config import load_config
+    from bertpre.core.configs import PretrainConfig
+    from bertpre.training.preemption import StopRequests
 
     events: list[str] = []
     finish_tracker, requeue = TensorBoardTracker.finish, pretrain_module.requeue_after_stop

@@ -16,15 +16,15 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from bertpre.checkpoint import list_checkpoints
-from bertpre.config import load_config
-from bertpre.configs import ModelConfig, PretrainConfig
-from bertpre.data_order import BatchPlan
-from bertpre.errors import BertpreError, ConfigError
-from bertpre.model import BertForPreTraining, Padding, bert_config
-from bertpre.optim import Lamb, learning_rate_factor, parameter_groups
-from bertpre.preemption import EXIT_PREEMPTED
-from bertpre.pretrain import pretrain
+from bertpre.training.checkpoint import list_checkpoints
+from bertpre.core.config import load_config
+from bertpre.core.configs import ModelConfig, PretrainConfig
+from bertpre.data.data_order import BatchPlan
+from bertpre.core.errors import BertpreError, ConfigError
+from bertpre.model.bert import BertForPreTraining, Padding, bert_config
+from bertpre.training.optim import Lamb, learning_rate_factor, parameter_groups
+from bertpre.training.preemption import EXIT_PREEMPTED
+from bertpre.training.pretrain import pretrain
 
 from .conftest import REPO, english_articles, prepare_wiki64, uses_shared_articles
 

@@ -11,13 +11,13 @@ from types import SimpleNamespace
 import pytest
 from transformers import AutoModelForSequenceClassification, pipeline
 
-from bertpre import quickstart as quickstart_module
+from bertpre.runners import quickstart as quickstart_module
 from bertpre.cli import main
-from bertpre.configs import QuickstartConfig
-from bertpre.preemption import EXIT_PREEMPTED
-from bertpre.pretrain import PretrainSummary
-from bertpre.quickstart import run_quickstart
-from bertpre.report import run_status
+from bertpre.core.configs import QuickstartConfig
+from bertpre.training.preemption import EXIT_PREEMPTED
+from bertpre.training.pretrain import PretrainSummary
+from bertpre.runners.quickstart import run_quickstart
+from bertpre.runners.report import run_status
 
 
 @pytest.fixture(scope="module")

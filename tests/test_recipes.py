@@ -10,13 +10,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from bertpre.checkpoint import list_checkpoints
-from bertpre.configs import ExportConfig, FinetuneConfig, PrepareConfig
-from bertpre.errors import BertpreError
-from bertpre.export import export_checkpoint
-from bertpre.prepare import prepare_pretraining_data
-from bertpre.pretrain import ACCURACY_MILESTONES, _new_milestones
-from bertpre.report import run_status
+from bertpre.training.checkpoint import list_checkpoints
+from bertpre.core.configs import ExportConfig, FinetuneConfig, PrepareConfig
+from bertpre.core.errors import BertpreError
+from bertpre.export.export import export_checkpoint
+from bertpre.data.prepare import prepare_pretraining_data
+from bertpre.training.pretrain import ACCURACY_MILESTONES, _new_milestones
+from bertpre.runners.report import run_status
 
 from .conftest import english_articles, pretrain_tiny
 
@@ -114,7 +114,7 @@ def test_continued_pretraining_of_a_hugging_face_bert(tmp_path: Path, minilm_dir
 
 
 def test_time_to_accuracy_is_recorded_once_per_threshold_and_shown_by_status(tmp_path: Path) -> None:
-    from bertpre.checkpoint import TrainerState
+    from bertpre.training.checkpoint import TrainerState
 
     state = TrainerState(step=50, tokens_seen=1000, elapsed_seconds=12.5)
     assert _new_milestones(state, 0.23) == [0.1, 0.2]
@@ -131,7 +131,7 @@ def test_time_to_accuracy_is_recorded_once_per_threshold_and_shown_by_status(tmp
 
 
 def test_finetune_compares_with_random_init_over_seeds(data: Path, tmp_path: Path) -> None:
-    from bertpre.comparison import compare_finetunes
+    from bertpre.tasks.comparison import compare_finetunes
 
     from .conftest import shared_path
 

@@ -17,10 +17,10 @@ from pathlib import Path
 import pytest
 
 from bertpre.cli import main
-from bertpre.config import load_config
-from bertpre.configs import ModelConfig, PretrainConfig, TokenizerConfig
-from bertpre.errors import ConfigError
-from bertpre.resolve import config_file, packaged_path
+from bertpre.core.config import load_config
+from bertpre.core.configs import ModelConfig, PretrainConfig, TokenizerConfig
+from bertpre.core.errors import ConfigError
+from bertpre.core.resolve import config_file, packaged_path
 
 from .conftest import REPO
 
@@ -42,8 +42,8 @@ def add_to_hub_cache(cache: Path, repo_id: str, source: Path) -> Path:
 @pytest.fixture(scope="module")
 def tiny_bert(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A BERT-tiny with the default tokenizer, as a Hugging Face directory (what a Hub repository holds)."""
-    from bertpre.hf_directory import export_model
-    from bertpre.model import BertForPreTraining, bert_config
+    from bertpre.model.hf_directory import export_model
+    from bertpre.model.bert import BertForPreTraining, bert_config
 
     model = BertForPreTraining(bert_config(ModelConfig.of_size("tiny")))
     return export_model(model, tmp_path_factory.mktemp("hub-source") / "tiny-bert", tokenizer_dir=REPO / "tokenizer")
@@ -127,7 +127,7 @@ def test_packaged_defaults_resolve_outside_the_repository(tmp_path: Path, small_
 def test_local_paths_win_over_packaged_defaults_and_hub_ids(tmp_path: Path, small_corpus: Path, tiny_bert: Path,
                                                             hub_cache: Path, monkeypatch: pytest.MonkeyPatch,
                                                             capsys: pytest.CaptureFixture) -> None:
-    from bertpre.tokenizer import train_tokenizer
+    from bertpre.tokenizer.train import train_tokenizer
 
     monkeypatch.chdir(tmp_path)
     train_tokenizer(TokenizerConfig(inputs=[str(small_corpus)], output="tokenizer", vocab_size=120, min_frequency=1),

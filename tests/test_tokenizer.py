@@ -10,10 +10,10 @@ import pytest
 from transformers import AutoTokenizer, BertTokenizer
 from transformers.models.bert.tokenization_bert_legacy import BertTokenizerLegacy
 
-from bertpre.config import load_config
-from bertpre.configs import SPECIAL_TOKENS, TokenizerConfig
-from bertpre.errors import BertpreError, ConfigError
-from bertpre.tokenizer import train_tokenizer
+from bertpre.core.config import load_config
+from bertpre.core.configs import SPECIAL_TOKENS, TokenizerConfig
+from bertpre.core.errors import BertpreError, ConfigError
+from bertpre.tokenizer.train import train_tokenizer
 
 from .conftest import REPO, english_articles, shared_path
 

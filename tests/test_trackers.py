@@ -13,12 +13,12 @@ from pathlib import Path
 
 import pytest
 
-from bertpre.accelerator import TRACKER_PACKAGES, resolve_trackers
+from bertpre.training.accelerator import TRACKER_PACKAGES, resolve_trackers
 from bertpre.cli import main
-from bertpre.config import load_config
-from bertpre.configs import TRACKERS, FinetuneConfig, LoggingOptions, PretrainConfig
-from bertpre.errors import ConfigError
-from bertpre.pretrain import pretrain
+from bertpre.core.config import load_config
+from bertpre.core.configs import TRACKERS, FinetuneConfig, LoggingOptions, PretrainConfig
+from bertpre.core.errors import ConfigError
+from bertpre.training.pretrain import pretrain
 
 from .conftest import REPO, prepare_wiki64
 
@@ -83,7 +83,7 @@ def test_report_to_accepts_lists_commas_all_and_none_and_names_typos() -> None:
 
 def test_a_tracker_that_is_not_installed_is_one_line_naming_the_package(
         data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
-    monkeypatch.setattr("bertpre.accelerator.installed_trackers", lambda: ["tensorboard"])
+    monkeypatch.setattr("bertpre.training.accelerator.installed_trackers", lambda: ["tensorboard"])
     with pytest.raises(ConfigError, match=r"report_to: comet_ml is not installed; `pip install comet-ml`"):
         resolve_trackers(["tensorboard", "comet_ml"])
     status = main(["pretrain", "--data", str(data), "--output", str(tmp_path / "run"), *TINY, "--cpu",

@@ -8,14 +8,14 @@ from pathlib import Path
 import pytest
 import torch
 
-from bertpre.config import load_config
-from bertpre.configs import ExportConfig, PrepareConfig, PretrainConfig
-from bertpre.dataset import PretrainingData
-from bertpre.errors import BertpreError
-from bertpre.export import export_checkpoint
-from bertpre.masking import MaskingCollator
-from bertpre.prepare import prepare_pretraining_data
-from bertpre.pretrain import pretrain
+from bertpre.core.config import load_config
+from bertpre.core.configs import ExportConfig, PrepareConfig, PretrainConfig
+from bertpre.data.dataset import PretrainingData
+from bertpre.core.errors import BertpreError
+from bertpre.export.export import export_checkpoint
+from bertpre.data.masking import MaskingCollator
+from bertpre.data.prepare import prepare_pretraining_data
+from bertpre.training.pretrain import pretrain
 
 from .conftest import REPO, english_articles
 

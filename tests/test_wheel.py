@@ -64,8 +64,8 @@ def fresh_environment(tmp_path: Path) -> Path:
 def three_package_corpus(directory: Path) -> list[Path]:
     """The documentation of three standard-library packages, one file each (a document per module):
     the quickstart's classifier task then tells the files apart, on a corpus small enough to be quick."""
-    from bertpre.configs import BUILTIN_PYTHON_DOCS, CorpusConfig
-    from bertpre.corpus import read_documents
+    from bertpre.core.configs import BUILTIN_PYTHON_DOCS, CorpusConfig
+    from bertpre.readers.corpus import read_documents
 
     documents: dict[str, list[str]] = {"asyncio": [], "email": [], "importlib": []}
     for document in read_documents(CorpusConfig(inputs=[BUILTIN_PYTHON_DOCS])):

@@ -12,12 +12,12 @@ import numpy as np
 import pytest
 import torch
 
-from bertpre.checkpoint import list_checkpoints, read_checkpoint_weights
-from bertpre.config import load_config
-from bertpre.configs import PretrainConfig
-from bertpre.dataset import PretrainingData
-from bertpre.errors import ConfigError
-from bertpre.word_vectors import WordVectors, cooccurrence_vectors, token_stream, unigram_log_probabilities
+from bertpre.training.checkpoint import list_checkpoints, read_checkpoint_weights
+from bertpre.core.config import load_config
+from bertpre.core.configs import PretrainConfig
+from bertpre.data.dataset import PretrainingData
+from bertpre.core.errors import ConfigError
+from bertpre.training.word_vectors import WordVectors, cooccurrence_vectors, token_stream, unigram_log_probabilities
 
 from .conftest import pretrain_tiny
 
@@ -170,9 +170,9 @@ def test_frozen_embeddings_keep_the_word_vectors_while_the_layers_train(data: Pa
 
 
 def test_the_embeddings_learn_at_their_own_multiple_of_the_learning_rate() -> None:
-    from bertpre.configs import ModelConfig
-    from bertpre.model import BertForPreTraining, bert_config
-    from bertpre.optim import build_optimizer, build_scheduler
+    from bertpre.core.configs import ModelConfig
+    from bertpre.model.bert import BertForPreTraining, bert_config
+    from bertpre.training.optim import build_optimizer, build_scheduler
 
     model = BertForPreTraining(bert_config(ModelConfig.of_size("tiny", vocab_size=100)))
     embeddings = model.bert.embeddings.word.weight

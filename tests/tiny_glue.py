@@ -7,9 +7,9 @@ from pathlib import Path
 
 import torch
 
-from bertpre.configs import ModelConfig
-from bertpre.hf_directory import export_model
-from bertpre.model import BertForPreTraining, bert_config
+from bertpre.core.configs import ModelConfig
+from bertpre.model.hf_directory import export_model
+from bertpre.model.bert import BertForPreTraining, bert_config
 
 from .conftest import REPO
 

@@ -1,0 +1,92 @@
+"""Data order for pretraining: which sequences every rank reads at every step, as a pure function of
+(seed, step), so a resumed run starts at the right place at once, never replaying data."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterator, Optional
+
+import numpy as np
+import torch
+
+from bertpre.data.dataset import PretrainingData
+from bertpre.core.errors import BertpreError
+from bertpre.data.masking import MaskingCollator
+from bertpre.core.seeding import mix_seed
+
+
+@dataclass
+class BatchPlan:
+    """Deterministic, resumable data order for data-parallel training with gradient accumulation.
+
+    Step ``s`` consumes ``global_batch_size`` sequences of the epoch's permutation; micro-step
+    ``m`` of rank ``r`` reads the slice ``[s·G + (m·W + r)·B, … + B)``. A one-process run with
+    accumulation 2 reads the same sequences in a step as a two-process run without accumulation.
+    """
+
+    num_examples: int
+    global_batch_size: int
+    per_device_batch_size: int
+    world_size: int
+    seed: int
+    lengths: Optional[np.ndarray] = None  # set to bucket by length: micro-batches of similar lengths
+
+    def __post_init__(self) -> None:
+        if self.num_examples < self.global_batch_size:
+            raise BertpreError(f"global_batch_size: {self.global_batch_size} exceeds the {self.num_examples} "
+                               "prepared training examples; prepare more data or use a smaller batch")
+        self.steps_per_epoch = self.num_examples // self.global_batch_size
+        self._cached_epoch = -1
+        self._permutation: np.ndarray = np.arange(0)
+
+    @property
+    def accumulation_steps(self) -> int:
+        """Micro-steps per optimizer step on each rank."""
+        return self.global_batch_size // (self.per_device_batch_size * self.world_size)
+
+    def indices(self, step: int, micro_step: int, rank: int) -> np.ndarray:
+        """The example indices a rank reads at (step, micro_step)."""
+        epoch, step_in_epoch = divmod(step, self.steps_per_epoch)
+        if epoch != self._cached_epoch:
+            self._permutation = np.random.default_rng([self.seed, epoch]).permutation(self.num_examples)
+            self._cached_epoch = epoch
+        step_start = step_in_epoch * self.global_batch_size
+        step_batch = self._permutation[step_start:step_start + self.global_batch_size]
+        if self.lengths is not None:
+            # Sorting within the step keeps its sequences (and the gradient) and cuts padding.
+            step_batch = step_batch[np.argsort(self.lengths[step_batch], kind="stable")]
+        start = (micro_step * self.world_size + rank) * self.per_device_batch_size
+        return step_batch[start:start + self.per_device_batch_size]
+
+
+class MicroBatches(torch.utils.data.Dataset):
+    """Item ``k`` is this rank's masked micro-batch number ``k`` (= step × accumulation + micro-step).
+
+    Masking draws from a generator seeded by (seed, step, global micro-batch id), so the masks
+    do not depend on the number of processes or data-loading workers.
+    """
+
+    def __init__(self, data: PretrainingData, plan: BatchPlan, collator: MaskingCollator, rank: int) -> None:
+        self.data, self.plan, self.collator, self.rank = data, plan, collator, rank
+
+    def __len__(self) -> int:
+        return 2 ** 62  # indexed by micro-batch number; the training loop decides where to stop
+
+    def __getitem__(self, k: int) -> dict[str, torch.Tensor]:
+        step, micro_step = divmod(k, self.plan.accumulation_steps)
+        indices = self.plan.indices(step, micro_step, self.rank)
+        examples = [self.data.example(int(i)) for i in indices]
+        micro_batch_id = micro_step * self.plan.world_size + self.rank
+        generator = torch.Generator().manual_seed(mix_seed(self.plan.seed, step, micro_batch_id))
+        return self.collator(examples, generator=generator)
+
+
+def micro_batch_loader(dataset: MicroBatches, start: int, stop: int, num_workers: int) -> Iterator[dict]:
+    """Micro-batches ``start … stop-1`` in order, prefetched by worker processes."""
+    loader = torch.utils.data.DataLoader(
+        dataset, batch_size=None, sampler=range(start, stop), num_workers=num_workers,
+        pin_memory=torch.cuda.is_available(), persistent_workers=False,
+        # its own generator: creating the iterator must not consume the global (dropout) RNG
+        generator=torch.Generator().manual_seed(0),
+        prefetch_factor=4 if num_workers else None)
+    return iter(loader)

@@ -1,0 +1,58 @@
+"""Stage 5, `bertpre export`: a pretraining checkpoint → a Hugging Face BERT directory with a model card.
+
+The directory format is ``bertpre/model/hf_directory.py``'s; the parameter names ``bertpre/model/hf_format.py``'s.
+"""
+
+from __future__ import annotations
+
+import shlex
+from pathlib import Path
+
+
+from bertpre.training.checkpoint import (RUN_CONFIG_FILE, load_model_weights, read_trainer_state,
+                                resolve_checkpoint, verified)
+from bertpre.core.config import load_config
+from bertpre.core.configs import ExportConfig, PrepareConfig, PretrainConfig
+from bertpre.data.dataset import CONFIG_FILE, data_tokenizer_dir, read_data_metadata
+from bertpre.core.errors import BertpreError
+from bertpre.model.hf_directory import export_model, read_bert_config
+from bertpre.model.bert import BertForPreTraining
+from bertpre.export.model_card import hub_dataset_id, pretraining_model_card
+from bertpre.core.resolve import tokenizer_directory
+
+
+def export_checkpoint(config: ExportConfig) -> Path:
+    """Export a pretraining checkpoint with its tokenizer and a model card."""
+    checkpoint = verified(resolve_checkpoint(config.checkpoint, config.step))
+    bert = read_bert_config(checkpoint)
+    run = load_config(PretrainConfig, checkpoint / RUN_CONFIG_FILE)
+    model = BertForPreTraining(bert, next_sentence=run.objective == "mlm_nsp")
+    load_model_weights(checkpoint, model)
+    state = read_trainer_state(checkpoint)
+    tokenizer = str(tokenizer_directory(config.tokenizer)) if config.tokenizer else None
+    if tokenizer is None:
+        tokenizer = str(data_tokenizer_dir(read_data_metadata(run.data)))
+    card = pretraining_model_card(bert, run, vars(state), checkpoint, _export_command(config), config,
+                                  _hub_datasets(run.data))
+    return export_model(model, config.output, tokenizer_dir=tokenizer, overwrite=config.overwrite, model_card=card,
+                        trained_vocabulary=state.vocab_sha256)
+
+
+def _hub_datasets(data: str) -> list[str]:
+    """The hub datasets (``hf:`` inputs) the run's data was prepared from, for the card's metadata;
+    none when the prepared data is not on this machine (an export needs only the checkpoint)."""
+    try:
+        roots = read_data_metadata(data)["roots"]
+        inputs = [spec for root in roots for spec in load_config(PrepareConfig, Path(root) / CONFIG_FILE).inputs]
+    except (BertpreError, OSError):
+        return []
+    return sorted({name for name in map(hub_dataset_id, inputs) if name})
+
+
+def _export_command(config: ExportConfig) -> str:
+    """The command that reproduces this export, for the model card."""
+    return " ".join(["bertpre export", "--checkpoint", shlex.quote(config.checkpoint), "--step", config.step,
+                     "--output", shlex.quote(config.output)]
+                    + (["--tokenizer", shlex.quote(config.tokenizer)] if config.tokenizer else [])
+                    + (["--license", config.license] if config.license else [])
+                    + (["--language", *config.language] if config.language else []))

@@ -1,0 +1,359 @@
+"""The pretraining run directory's checkpoint format: state, list, save, load, resolve.
+
+A run directory holds ``pretrain.yaml``, ``metrics.jsonl`` and ``checkpoints/step-NNNNNNNN/``; each
+checkpoint holds the model weights (safetensors, the tied decoder stored once), ``config.json``,
+the optimizer, scheduler and (fp16) scaler states, each rank's RNG state, the run's config, and
+last ``trainer_state.json``: a directory without it is never taken for a checkpoint. Under FSDP
+the weights and optimizer state are gathered whole (``bertpre/training/sharding.py``), so a checkpoint
+looks the same however the run was parallelised.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import random
+import re
+import shutil
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from bertpre.core.config import save_config
+from bertpre.core.errors import BertpreError
+from bertpre.model.hf_format import TIED_KEY
+from bertpre.core.io import apply_umask
+from bertpre.training.sharding import (full_model_state_dict, full_optimizer_state_dict, holds_first_copy,
+                              load_full_model_state_dict, load_full_optimizer_state_dict, local_part,
+                              reshard, state_dict_names, uses_fsdp)
+
+if TYPE_CHECKING:
+    from bertpre.core.configs import PretrainConfig
+
+CHECKPOINTS_DIR = "checkpoints"
+CHECKPOINT_PATTERN = re.compile(r"^step-(\d{8})$")
+RUN_CONFIG_FILE = "pretrain.yaml"
+STATE_FILE = "trainer_state.json"
+WEIGHTS_FILE = "model.safetensors"
+MODEL_CONFIG_FILE = "config.json"
+OPTIMIZER_FILE = "optimizer.pt"
+SCHEDULER_FILE = "scheduler.pt"
+SCALER_FILE = "scaler.pt"
+MANIFEST_FILE = "manifest.json"  # size and hash of every other file; written just before the state file
+
+
+def checkpoint_name(step: int) -> str:
+    """The directory name of the checkpoint at ``step``."""
+    return f"step-{step:08d}"
+
+
+def _rank_file(stem: str, rank: int) -> str:
+    return f"{stem}-rank{rank}.pt"
+
+
+@dataclass
+class TrainerState:
+    """Counters that make a resumed run continue exactly where the saved one stopped."""
+
+    step: int = 0
+    tokens_seen: int = 0
+    sequences_seen: int = 0
+    skipped_steps: int = 0
+    consecutive_nonfinite: int = 0
+    elapsed_seconds: float = 0.0
+    last_eval: dict[str, float] = field(default_factory=dict)
+    # held-out MLM accuracy threshold → when it was first reached: step, tokens_seen, elapsed_seconds
+    milestones: dict[str, dict[str, float]] = field(default_factory=dict)
+    rank_checksums: list[float] = field(default_factory=list)
+    # fingerprint of the vocabulary the training data was prepared with ("" in checkpoints before it was kept)
+    vocab_sha256: str = ""
+
+
+def read_trainer_state(checkpoint: Path) -> TrainerState:
+    """The counters saved in a checkpoint (keys of another bertpre version's state are left out)."""
+    saved = json.loads((checkpoint / STATE_FILE).read_text(encoding="utf-8"))
+    known = {f.name for f in dataclasses.fields(TrainerState)}
+    return TrainerState(**{key: value for key, value in saved.items() if key in known})
+
+
+def is_complete(checkpoint: Path) -> bool:
+    """Whether a directory is a complete checkpoint (its state file is written last)."""
+    return (checkpoint / STATE_FILE).exists()
+
+
+def list_checkpoints(output: str | Path) -> list[Path]:
+    """Complete checkpoints of a run, oldest first."""
+    directory = Path(output) / CHECKPOINTS_DIR
+    if not directory.is_dir():
+        return []
+    found = [p for p in directory.iterdir() if p.is_dir() and CHECKPOINT_PATTERN.match(p.name) and is_complete(p)]
+    return sorted(found, key=lambda p: p.name)
+
+
+def resolve_checkpoint(path: str | Path, step: str = "latest") -> Path:
+    """A checkpoint directory from a run directory (``latest`` or a step) or a checkpoint itself."""
+    path = Path(path)
+    if is_complete(path):
+        return path
+    checkpoints = list_checkpoints(path)
+    if not checkpoints:
+        raise BertpreError(f"{path}: no complete checkpoint (expected {path}/{CHECKPOINTS_DIR}/step-NNNNNNNN)")
+    if step == "latest":
+        return checkpoints[-1]
+    wanted = [c for c in checkpoints if int(c.name[5:]) == int(step)]
+    if not wanted:
+        steps = ", ".join(str(int(c.name[5:])) for c in checkpoints)
+        raise BertpreError(f"{path}: no checkpoint at step {step} (available: {steps})")
+    return wanted[0]
+
+
+def read_checkpoint_weights(checkpoint: Path) -> dict[str, torch.Tensor]:
+    """A checkpoint's model weights, under our parameter names (the tied decoder left out)."""
+    from safetensors.torch import load_file
+
+    try:
+        return load_file(str(checkpoint / WEIGHTS_FILE))
+    except Exception as error:  # safetensors raises its own error type for a damaged file
+        raise BertpreError(f"{checkpoint / WEIGHTS_FILE}: unreadable ({str(error).splitlines()[0][:80]}); the "
+                           "file is damaged or cut short") from None
+
+
+def load_model_weights(checkpoint: Path, model: nn.Module) -> None:
+    """Load a checkpoint's weights into ``model``, refusing weights that do not fit its config."""
+    missing, unexpected = model.load_state_dict(read_checkpoint_weights(checkpoint), strict=False)
+    _refuse_misfit(checkpoint, missing, unexpected)
+
+
+def _refuse_misfit(checkpoint: Path, missing: list[str], unexpected: list[str]) -> None:
+    if unexpected or set(missing) - {TIED_KEY}:
+        raise BertpreError(f"{checkpoint}: weights do not fit the model config (missing {missing[:3]}, "
+                           f"unexpected {unexpected[:3]}); use the config it was saved with")
+
+
+def _load_sharded_model_weights(checkpoint: Path, accelerator: Any, model: nn.Module) -> None:
+    """Read the whole weights on the main process and give each process its shard.
+
+    The names are checked on every process first: a process that raised alone would leave the
+    others waiting for its shards forever."""
+    from safetensors import safe_open
+
+    with safe_open(str(checkpoint / WEIGHTS_FILE), framework="pt") as weights_file:
+        saved = set(weights_file.keys())
+    expected = state_dict_names(model)
+    _refuse_misfit(checkpoint, sorted(expected - saved), sorted(saved - expected))
+    load_full_model_state_dict(model, read_checkpoint_weights(checkpoint) if accelerator.is_main_process else {})
+
+
+def _rank_checksums(accelerator: Any, model: nn.Module) -> list[float]:
+    """A checksum of the weights as every process sees them.
+
+    Without sharding each process holds the whole weights, which data parallelism keeps equal: a
+    difference means the processes diverged. Under FSDP each holds a shard; the checksum is the sum
+    of the shards' sums, the same number on every process and the sum of the whole weights saved.
+    """
+    if uses_fsdp(accelerator):
+        reshard(model)
+    parameters = [p for p in accelerator.unwrap_model(model).parameters() if holds_first_copy(p)]
+    local = local_weight_sum(parameters, accelerator.device).reshape(1)
+    if uses_fsdp(accelerator):
+        torch.distributed.all_reduce(local)
+    return [float(x) for x in accelerator.gather(local)]
+
+
+def local_weight_sum(parameters: list[torch.Tensor], device: Any) -> torch.Tensor:
+    """The float64 sum of this process's parts of ``parameters``, on ``device``; 0 for none (under hybrid
+    sharding a replica may hold no first copy at all, and must still join the all-reduce of the sums)."""
+    with torch.no_grad():
+        sums = [local_part(p).detach().double().sum().to(device) for p in parameters]
+        return torch.stack([torch.zeros((), dtype=torch.float64, device=device), *sums]).sum()
+
+
+def _rng_state() -> dict[str, Any]:
+    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict[str, Any]) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def save_checkpoint(accelerator: Any, model: nn.Module, optimizer: Any, scheduler: Any,
+                    state: TrainerState, config: "PretrainConfig") -> Path:
+    """Write a complete checkpoint atomically (temporary directory, then rename); keep the newest K."""
+    from safetensors.torch import save_file
+
+    checkpoints = Path(config.output) / CHECKPOINTS_DIR
+    final = checkpoints / checkpoint_name(state.step)
+    staging = checkpoints / f".{checkpoint_name(state.step)}.partial"
+    if accelerator.is_main_process:
+        for leftover in [*checkpoints.glob(".step-*.partial"), *checkpoints.glob(".step-*.deleting")]:
+            shutil.rmtree(leftover, ignore_errors=True)  # what a kill during an earlier save left
+        staging.mkdir(parents=True)
+    accelerator.wait_for_everyone()
+    state.rank_checksums = _rank_checksums(accelerator, model)
+    if len(set(state.rank_checksums)) > 1:
+        raise BertpreError(f"step {state.step}: processes hold different weights {state.rank_checksums}; "
+                           "data-parallel synchronisation failed")
+    torch.save(_rng_state(), staging / _rank_file("rng", accelerator.process_index))
+    if uses_fsdp(accelerator):  # every process sends its shards; the main process gets them whole
+        full_state = full_model_state_dict(model)
+        optimizer_state = full_optimizer_state_dict(model, optimizer)
+    else:
+        full_state = accelerator.get_state_dict(model)
+        optimizer_state = optimizer.state_dict() if accelerator.is_main_process else {}
+    if accelerator.is_main_process:
+        unwrapped = accelerator.unwrap_model(model)
+        weights = {k: v.detach().cpu().contiguous() for k, v in full_state.items()
+                   if k != TIED_KEY}
+        save_file(weights, str(staging / WEIGHTS_FILE), metadata={"format": "pt"})
+        torch.save(optimizer_state, staging / OPTIMIZER_FILE)
+        torch.save(scheduler.state_dict(), staging / SCHEDULER_FILE)
+        if accelerator.scaler is not None:
+            torch.save(accelerator.scaler.state_dict(), staging / SCALER_FILE)
+        unwrapped.config.to_json_file(str(staging / MODEL_CONFIG_FILE))
+        save_config(config, staging / RUN_CONFIG_FILE)
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        apply_umask(staging)
+        write_manifest(staging)
+        # The state file goes last: a directory without it is never taken for a checkpoint.
+        (staging / STATE_FILE).write_text(json.dumps(vars(state), indent=2), encoding="utf-8")
+        if final.exists():
+            _remove(final)
+        os.replace(staging, final)
+        for old in list_checkpoints(config.output)[:-config.checkpointing.keep_checkpoints]:
+            _remove(old)
+    accelerator.wait_for_everyone()
+    return final
+
+
+def _remove(checkpoint: Path) -> None:
+    """Rename, then delete: a kill halfway leaves a hidden directory, never a checkpoint missing files."""
+    doomed = checkpoint.with_name(f".{checkpoint.name}.deleting")
+    shutil.rmtree(doomed, ignore_errors=True)
+    os.replace(checkpoint, doomed)
+    shutil.rmtree(doomed, ignore_errors=True)
+
+
+def _file_digest(path: Path) -> str:
+    digest = hashlib.blake2b(digest_size=16)
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def write_manifest(directory: Path) -> None:
+    """Record the size and hash of every file of a checkpoint being written, to verify it later."""
+    files = sorted(p for p in directory.iterdir() if p.is_file() and p.name not in (MANIFEST_FILE, STATE_FILE))
+    manifest = {p.name: {"size": p.stat().st_size, "blake2b": _file_digest(p)} for p in files}
+    (directory / MANIFEST_FILE).write_text(json.dumps(manifest, indent=1) + "\n", encoding="utf-8")
+
+
+def checkpoint_problem(checkpoint: Path) -> str | None:
+    """Why a checkpoint cannot be trusted (naming the file), or None when it is intact.
+
+    Checks the state file and every file its manifest lists (size, then hash); checkpoints written
+    before manifests existed get the state-file check only.
+    """
+    try:
+        read_trainer_state(checkpoint)
+    except (OSError, ValueError, TypeError) as error:
+        return f"{checkpoint / STATE_FILE}: unreadable ({type(error).__name__})"
+    manifest_path = checkpoint / MANIFEST_FILE
+    if not manifest_path.exists():
+        return None
+    try:
+        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return f"{manifest_path}: unreadable"
+    for name, expected in manifest.items():
+        file = checkpoint / name
+        if not file.is_file():
+            return f"{file}: missing"
+        if file.stat().st_size != expected["size"]:
+            return f"{file}: {file.stat().st_size:,} bytes, {expected['size']:,} when saved (cut short?)"
+        if _file_digest(file) != expected["blake2b"]:
+            return f"{file}: content differs from when it was saved (corrupted)"
+    return None
+
+
+def verified(checkpoint: Path) -> Path:
+    """``checkpoint`` when intact; otherwise a one-line error naming the damaged file."""
+    problem = checkpoint_problem(checkpoint)
+    if problem:
+        raise BertpreError(f"{problem}; the checkpoint {checkpoint} cannot be used")
+    return checkpoint
+
+
+def newest_intact_checkpoint(output: str | Path) -> Path | None:
+    """The newest checkpoint of a run that passes verification; damaged newer ones are skipped with a warning."""
+    for checkpoint in reversed(list_checkpoints(output)):
+        problem = checkpoint_problem(checkpoint)
+        if problem is None:
+            return checkpoint
+        warnings.warn(f"skipping damaged checkpoint: {problem}", stacklevel=2)
+    return None
+
+
+def _keyed_by_name(optimizer_state: dict[str, Any]) -> bool:
+    """Whether an optimizer state was saved under FSDP (parameter names) rather than without (positions)."""
+    names = [name for group in optimizer_state["param_groups"] for name in group["params"]]
+    return bool(names) and all(isinstance(name, str) for name in names)
+
+
+def _read_optimizer_state(checkpoint: Path) -> dict[str, Any]:
+    state = torch.load(checkpoint / OPTIMIZER_FILE, weights_only=True, map_location="cpu")
+    if _keyed_by_name(state):
+        raise BertpreError(f"{checkpoint}: saved under FSDP (optimizer state keyed by parameter name); resume it "
+                           "under FSDP (accelerate launch --config_file jobs/accelerate/fsdp.yaml)")
+    return state
+
+
+def _load_sharded_optimizer(checkpoint: Path, accelerator: Any, model: nn.Module, optimizer: Any) -> None:
+    """The whole optimizer state, read on the main process, sharded into ``optimizer``."""
+    state: dict[str, Any] = {}
+    if accelerator.is_main_process:
+        state = torch.load(checkpoint / OPTIMIZER_FILE, weights_only=True, map_location="cpu")
+    keyed_by_name = torch.tensor([float(accelerator.is_main_process and _keyed_by_name(state))],
+                                 device=accelerator.device)
+    torch.distributed.broadcast(keyed_by_name, src=0)  # every process must make the same decision
+    if not keyed_by_name.item():
+        raise BertpreError(f"{checkpoint}: saved without FSDP (optimizer state keyed by position); resume it "
+                           "without FSDP, or start a new phase from its weights with --init-from")
+    load_full_optimizer_state_dict(model, optimizer, state)
+
+
+def load_checkpoint(path: Path, accelerator: Any, model: nn.Module, optimizer: Any, scheduler: Any) -> TrainerState:
+    """Restore model, optimizer, scheduler, scaler, this rank's RNG and the counters from ``path``."""
+    if not is_complete(path):
+        raise BertpreError(f"{path}: not a complete checkpoint (no {STATE_FILE})")
+    verified(path)
+    if uses_fsdp(accelerator):
+        _load_sharded_model_weights(path, accelerator, model)
+        _load_sharded_optimizer(path, accelerator, model, optimizer)
+    else:
+        load_model_weights(path, accelerator.unwrap_model(model))
+        optimizer.load_state_dict(_read_optimizer_state(path))
+    scheduler.load_state_dict(torch.load(path / SCHEDULER_FILE, weights_only=True))
+    if accelerator.scaler is not None and (path / SCALER_FILE).exists():
+        accelerator.scaler.load_state_dict(torch.load(path / SCALER_FILE, weights_only=True))
+    rng_file = path / _rank_file("rng", accelerator.process_index)
+    if not rng_file.exists():
+        raise BertpreError(f"{path}: saved with fewer processes (no {rng_file.name}); an exact resume needs "
+                           "the same number of processes")
+    _set_rng_state(torch.load(rng_file, weights_only=False))
+    return read_trainer_state(path)

@@ -1,0 +1,684 @@
+"""Stage 4, `bertpre pretrain`: masked-LM + next-sentence pretraining, one explicit loop on Accelerate.
+
+The same code runs on one CPU, one GPU, many GPUs and many nodes (``accelerate launch``,
+``torchrun``, SLURM). What makes it dependable:
+
+- the data order is a pure function of (seed, step) (``bertpre/data/data_order.py``): every rank
+  computes which sequences it reads at a given step, so resuming starts at the right place at
+  once, never replaying data;
+- masking is seeded per micro-batch and dropout's RNG state is checkpointed, so a resumed run
+  ends bit-identical to an uninterrupted one;
+- checkpoints (``bertpre/training/checkpoint.py``) are written to a temporary directory and renamed;
+  SIGTERM/SIGUSR1 (preemption) and time budgets save one before stopping; non-finite steps are
+  skipped and counted.
+
+``pretrain`` is three steps: ``build`` (data, model, optimizer, resume), ``fit`` (the loop) and
+``finish`` (final evaluation and checkpoint).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import math
+import random
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator, Optional
+
+import numpy as np
+import torch
+from torch import nn
+
+from bertpre.training.accelerator import (describe_precision, finish_trackers, make_accelerator, resolve_trackers,
+                                 start_trackers)
+from bertpre.training.checkpoint import (CHECKPOINTS_DIR, RUN_CONFIG_FILE, TrainerState, checkpoint_name, is_complete,
+                                checkpoint_problem, list_checkpoints, load_checkpoint, newest_intact_checkpoint,
+                                read_checkpoint_weights, read_trainer_state, save_checkpoint)
+from bertpre.core.config import config_to_dict, load_config, save_config
+from bertpre.core.configs import PretrainConfig
+from bertpre.data.data_order import BatchPlan, MicroBatches, micro_batch_loader
+from bertpre.data.dataset import PretrainingData, data_tokenizer_dir, read_data_metadata, split_files
+from bertpre.core.errors import BertpreError
+from bertpre.model.flops import gpu_peak_flops, training_flops_per_token
+from bertpre.model.hf_directory import load_encoder_weights, read_bert_config, read_safetensors
+from bertpre.model.hf_format import from_hf_state_dict
+from bertpre.data.masking import MaskingCollator
+from bertpre.core.metrics_log import METRICS_FILE, append_metrics, truncate_metrics
+from bertpre.model.bert import BertForPreTraining, bert_config
+from bertpre.training.optim import TimeBudgetSchedule, build_optimizer, build_scheduler
+from bertpre.training.preemption import REQUEUE_SIGNAL, StopRequests, requeue_after_stop, stop_signal_from_flags
+from bertpre.core.resolve import model_directory
+from bertpre.core.seeding import mix_seed
+from bertpre.training.sharding import refuse_unsupported_fsdp
+from bertpre.tokenizer.files import directory_vocabulary_digest
+from bertpre.training.word_vectors import cooccurrence_vectors, token_stream, unigram_log_probabilities
+
+
+# --------------------------------------------------------------------------------------------
+# Evaluation
+# --------------------------------------------------------------------------------------------
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, data: PretrainingData, collator: MaskingCollator, accelerator: Any,
+             batch_size: int, max_batches: int, seed: int) -> dict[str, float]:
+    """MLM loss (token-weighted), MLM accuracy, NSP accuracy and perplexity on held-out pairs.
+
+    Masking uses a fixed seed, so evaluations at different steps see the same masked tokens.
+    """
+    model.eval()
+    totals = torch.zeros(5, dtype=torch.float64, device=accelerator.device)  # loss·n, n, correct, nsp ok, pairs
+    with_nsp = accelerator.unwrap_model(model).nsp is not None
+    limit = min(math.ceil(len(data) / batch_size), max_batches)
+    for index, counts in evaluation_batches(limit, accelerator.process_index, accelerator.num_processes):
+        examples = [data.example(i) for i in range(index * batch_size, min(len(data), (index + 1) * batch_size))]
+        batch = collator(examples, generator=torch.Generator().manual_seed(mix_seed(seed, index)))
+        batch = {k: v.to(accelerator.device) for k, v in batch.items()}
+        with accelerator.autocast():
+            output = model(**{k: v for k, v in batch.items() if k != "labels"})
+        if not counts:
+            continue
+        n = batch["masked_labels"].numel()
+        totals[0] += output.mlm_loss.double() * n
+        totals[1] += n
+        totals[2] += (output.mlm_logits.argmax(-1) == batch["masked_labels"]).sum()
+        if with_nsp:
+            totals[3] += (output.nsp_logits.argmax(-1) == batch["next_sentence_label"]).sum()
+        totals[4] += len(examples)
+    totals = accelerator.reduce(totals, "sum")
+    model.train()
+    loss = (totals[0] / totals[1].clamp(min=1)).item()
+    results = {"eval_mlm_loss": loss, "eval_mlm_accuracy": (totals[2] / totals[1].clamp(min=1)).item(),
+               "eval_perplexity": math.exp(min(loss, 50.0))}
+    if with_nsp:
+        results["eval_nsp_accuracy"] = (totals[3] / totals[4].clamp(min=1)).item()
+    return results
+
+
+def evaluation_batches(limit: int, rank: int, world: int) -> list[tuple[int, bool]]:
+    """The held-out batches process ``rank`` of ``world`` evaluates, one per forward pass, and whether each counts.
+
+    Batches ``0 .. limit-1`` are dealt round-robin, and every process makes the same number of passes,
+    ceil(limit / world): under FSDP each forward pass is a collective (the parameters' all-gather), so a
+    process with no batch left re-runs batch 0 without counting it rather than leave the others waiting.
+    """
+    passes = math.ceil(limit / world)
+    return [(index, True) if index < limit else (0, False) for index in range(rank, passes * world, world)]
+
+
+# --------------------------------------------------------------------------------------------
+# The run: build, fit, finish
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class PretrainSummary:
+    """How a `pretrain` run ended, printed at the end of the command."""
+
+    output: str
+    step: int
+    tokens_seen: int
+    skipped_steps: int
+    stopped_because: str
+    last_metrics: dict[str, float]
+    last_eval: dict[str, float]
+    checkpoint: str
+    seconds: float
+    stop_signal: str = ""  # 'SIGTERM' / 'SIGUSR1' when a signal stopped the run
+    requeued: bool = False  # its SLURM job was requeued (bertpre/training/preemption.py)
+    precision: str = ""  # the accelerator's mixed_precision: no, bf16, fp16
+    main_process: bool = True  # False on the other ranks of a multi-process run: they print no summary
+
+    def table(self) -> str:
+        """Human-readable summary."""
+        lines = [f"run              {self.output}", f"steps            {self.step:,}",
+                 f"tokens seen      {self.tokens_seen:,}", f"stopped          {self.stopped_because}",
+                 f"checkpoint       {self.checkpoint}", f"wall time        {self.seconds:.0f} s"]
+        if self.precision:
+            lines.append(f"precision        {describe_precision(self.precision)}")
+        if self.stop_signal:
+            lines.append("resume           " + ("the requeued SLURM job resumes from the checkpoint" if self.requeued
+                                              else "run the same command again (resume: auto)"))
+        if self.skipped_steps:
+            lines.append(f"skipped steps    {self.skipped_steps} (non-finite loss or gradients)")
+        for key in ("mlm_loss", "nsp_loss", "mlm_accuracy", "tokens_per_second", "mfu"):
+            if key in self.last_metrics:
+                lines.append(f"{key:<16} {self.last_metrics[key]:.4g}")
+        for key, value in self.last_eval.items():
+            lines.append(f"{key:<16} {value:.4g}")
+        return "\n".join(lines)
+
+
+@dataclass
+class _Run:
+    """Everything the loop works with, made once by :func:`build`."""
+
+    config: PretrainConfig
+    accelerator: Any
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: Any
+    collator: MaskingCollator
+    eval_collator: MaskingCollator  # the fixed evaluation rate, not the training one
+    train_data: PretrainingData
+    eval_data: Optional[PretrainingData]
+    plan: BatchPlan
+    total_steps: int
+    state: TrainerState
+    flops_per_token: float
+    peak_flops: Optional[float]
+    started_at_step: int = 0
+
+
+def pretrain(config: PretrainConfig, show_progress: bool = True,
+             stop_requests: Optional[StopRequests] = None) -> PretrainSummary:
+    """Train ``BertForPreTraining`` on prepared data as ``config`` says; return how it ended.
+
+    A stop signal (SIGTERM/SIGUSR1) stops it after the next step with a checkpoint; pass
+    ``stop_requests`` already entered to catch signals from before the call (the CLI does, while torch loads).
+    """
+    started = time.perf_counter()
+    # a signal while the run starts (data, model, resume) or writes its last checkpoint is kept, never fatal
+    with contextlib.nullcontext(stop_requests) if stop_requests is not None else StopRequests() as requests:
+        run = build(config)
+        stopped_because, last_metrics, stop_signal = fit(run, requests, show_progress)
+        return finish(run, stopped_because, last_metrics, stop_signal, started)
+
+
+def build(config: PretrainConfig) -> _Run:
+    """Check the data against the model, then make the accelerator, data, model, optimizer and
+    schedule, and restore the newest checkpoint when resuming."""
+    if config.init_from:  # a Hub id becomes its cached snapshot; a local directory stays as it is
+        config = dataclasses.replace(config, init_from=str(model_directory(config.init_from, "--init-from")))
+    metadata = read_data_metadata(config.data)
+    bert = _model_config(config)
+    _check_data_fits_model(config, bert, metadata)
+    output = Path(config.output)
+    resolve_trackers(config.logging.report_to)  # a tracker that is not installed stops us before anything is cleared
+    train_data = PretrainingData(config.data, "train")  # damaged data is refused before an earlier run is cleared
+    eval_data = _optional_eval_data(config.data, metadata["roots"])
+    _clear_earlier_run_if_asked(config, output)
+    accelerator = make_accelerator(config.output, config.runtime.cpu, config.runtime.mixed_precision,
+                                   report_to=config.logging.report_to)
+    refuse_unsupported_fsdp(accelerator)
+    # the precision it trains in (the option, the launcher's or the default), as saved and reported
+    config = dataclasses.replace(config, runtime=dataclasses.replace(config.runtime,
+                                                                     mixed_precision=accelerator.mixed_precision))
+    batches, world = config.batches, accelerator.num_processes
+    if batches.global_batch_size % (batches.per_device_batch_size * world):
+        raise BertpreError(f"global_batch_size: {batches.global_batch_size} is not divisible by "
+                           f"per_device_batch_size × processes = {batches.per_device_batch_size} × {world}")
+    _seed_everything(config.seed)
+
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(data_tokenizer_dir(metadata))
+    collator = MaskingCollator.from_tokenizer(tokenizer, mlm_probability=config.masking.mlm_probability,
+                                              whole_word=config.masking.whole_word_mask)
+    eval_collator = MaskingCollator.from_tokenizer(tokenizer, mlm_probability=config.masking.eval_mlm_probability,
+                                                   whole_word=config.masking.whole_word_mask)
+    plan = BatchPlan(len(train_data), batches.global_batch_size, batches.per_device_batch_size, world, config.seed,
+                     lengths=train_data.lengths() if batches.bucket_by_length else None)
+    schedule = config.schedule
+    total_steps = _total_steps(config, train_data)
+
+    model = BertForPreTraining(bert, unpad_inputs=config.runtime.unpad_inputs,
+                               next_sentence=config.objective == "mlm_nsp")
+    resume_from = _resume_point(config)
+    if resume_from is not None:
+        _check_checkpoint_fits(resume_from, bert, metadata)
+    if config.init_from and resume_from is None:
+        accelerator.print(_load_initial_weights(config.init_from, model))
+    embedding_seconds = 0.0
+    if resume_from is None and (config.embedding_init == "cooccurrence" or config.mlm_bias_init == "unigram"):
+        started = time.perf_counter()
+        ids, example = token_stream(*train_data.token_buffers(), seed=config.seed)
+        special_ids = set(tokenizer.all_special_ids)
+        if config.embedding_init == "cooccurrence":
+            _start_from_word_vectors(model, ids, example, special_ids, config.embedding_window, config.seed,
+                                     accelerator)
+        if config.mlm_bias_init == "unigram":
+            _start_from_unigram_bias(model, ids, special_ids, accelerator)
+        embedding_seconds = time.perf_counter() - started
+    optimization = config.optimization
+    if optimization.embedding_lr_scale == 0:  # frozen: no gradient for the vocabulary-sized matrix at all
+        model.bert.embeddings.word.weight.requires_grad_(False)
+    optimizer = build_optimizer(model, optimization.optimizer, optimization.learning_rate, optimization.weight_decay,
+                                (optimization.adam_beta1, optimization.adam_beta2), optimization.adam_epsilon,
+                                accelerator.device, optimization.embedding_lr_scale)
+    vocabulary = metadata["tokenizer"]["vocab_sha256"]
+    state = TrainerState(elapsed_seconds=embedding_seconds, vocab_sha256=vocabulary)  # the vectors' time counts in --max-minutes
+    if total_steps == _UNBOUNDED:
+        scheduler: Any = TimeBudgetSchedule(optimizer, schedule.warmup_steps, schedule.max_minutes * 60,
+                                            schedule.lr_schedule, clock=lambda: state.elapsed_seconds)
+    else:
+        scheduler = build_scheduler(optimizer, schedule.warmup_steps, schedule.schedule_steps or total_steps,
+                                    schedule.lr_schedule)
+    model, optimizer = accelerator.prepare(model, optimizer)
+    if config.runtime.compile:
+        model = torch.compile(model)
+
+    if resume_from is not None:
+        vars(state).update(vars(load_checkpoint(resume_from, accelerator, model, optimizer, scheduler)))
+        state.vocab_sha256 = vocabulary  # checked to agree above; kept from now on if the checkpoint predates it
+        accelerator.print(f"resumed from {resume_from} at step {state.step}")
+        if accelerator.is_main_process:
+            truncate_metrics(output / METRICS_FILE, state.step)
+    elif accelerator.is_main_process:  # lines of a start killed before its first checkpoint
+        truncate_metrics(output / METRICS_FILE, 0)
+    if accelerator.is_main_process:
+        output.mkdir(parents=True, exist_ok=True)
+        save_config(config, output / RUN_CONFIG_FILE)
+    start_trackers(accelerator, config.output, config.logging.project, config.logging.run_name, config_to_dict(config))
+    flops_per_token = training_flops_per_token(bert, train_data.max_seq_length, config.masking.mlm_probability)
+    peak = gpu_peak_flops(torch.cuda.get_device_name()) if accelerator.device.type == "cuda" else None
+    return _Run(config, accelerator, model, optimizer, scheduler, collator, eval_collator, train_data, eval_data, plan,
+                total_steps, state, flops_per_token, peak, started_at_step=state.step)
+
+
+def fit(run: _Run, stop_requests: StopRequests, show_progress: bool = True) -> tuple[str, dict[str, float], str]:
+    """The training loop, from the run's current step to its budget or a request in ``stop_requests``.
+
+    Returns why it stopped, the last logged metrics and the stop signal all ranks acted on ('' if none).
+    """
+    config, accelerator, model, state = run.config, run.accelerator, run.model, run.state
+    world, accumulation = accelerator.num_processes, run.plan.accumulation_steps
+    dataset = MicroBatches(run.train_data, run.plan, run.collator, accelerator.process_index)
+    batches = micro_batch_loader(dataset, state.step * accumulation, run.total_steps * accumulation,
+                                 config.batches.num_workers)
+    progress = _progress_bar(show_progress and accelerator.is_local_main_process, state.step,
+                             run.total_steps if run.total_steps != _UNBOUNDED else None)
+    last_metrics: dict[str, float] = {}
+    stopped_because, stop_signal = "max_steps reached", ""
+    window = _ThroughputWindow()
+    elapsed_before = state.elapsed_seconds
+    run_started = time.perf_counter()
+    model.train()
+    while state.step < run.total_steps:
+        step_metrics = _train_step(model, run.optimizer, batches, accelerator, accumulation, config)
+        state.elapsed_seconds = elapsed_before + time.perf_counter() - run_started
+        run.scheduler.step()
+        all_tokens = _tokens_of_every_process(step_metrics["tokens"], accelerator)
+        _update_state(state, step_metrics, all_tokens, config)
+        window.add(all_tokens, step_metrics["sequences"] * world)
+        if step_metrics["skipped"]:
+            accelerator.print(f"step {state.step}: non-finite loss or gradients, step skipped "
+                              f"({state.consecutive_nonfinite} in a row)")
+        progress.update(1)
+        if state.step % config.logging.log_every == 0 or state.step == run.total_steps:
+            last_metrics = _log_metrics(run, step_metrics, window)
+            progress.set_postfix(loss=f"{last_metrics['loss']:.3f}", lr=f"{last_metrics['learning_rate']:.2e}",
+                                 tok_s=f"{last_metrics['tokens_per_second']:,.0f}")
+        if run.eval_data is not None and config.logging.eval_every and state.step % config.logging.eval_every == 0:
+            _run_evaluation(run)
+            window.reset()  # tokens/s measures training, not evaluation
+        reason, stop_signal = _stop_reason(state, config, stop_requests, accelerator, run.total_steps)
+        if state.consecutive_nonfinite >= config.runtime.max_nonfinite_steps:
+            accelerator.end_training()
+            last = list_checkpoints(config.output)
+            raise BertpreError(f"stopped after {state.consecutive_nonfinite} non-finite steps in a row at step "
+                               f"{state.step}; the last good checkpoint is {last[-1] if last else 'none'} "
+                               "(lower the learning rate, use bf16 instead of fp16, or check the data)")
+        if reason:
+            stopped_because = reason
+            break
+        every = config.checkpointing.checkpoint_every
+        if every and state.step % every == 0 and state.step < run.total_steps:
+            save_checkpoint(accelerator, model, run.optimizer, run.scheduler, state, config)
+            window.reset()
+    progress.close()
+    return stopped_because, last_metrics, stop_signal
+
+
+def finish(run: _Run, stopped_because: str, last_metrics: dict[str, float], stop_signal: str,
+           started: float) -> PretrainSummary:
+    """Evaluate once more unless just done (or stopped by a signal), save the final checkpoint, requeue
+    the SLURM job if the signal asks for it, and sum up."""
+    config, state = run.config, run.state
+    if run.eval_data is not None and state.last_eval.get("step") != state.step and not stop_signal:
+        _run_evaluation(run)
+    checkpoints = list_checkpoints(config.output)
+    if state.step == run.started_at_step and checkpoints and checkpoints[-1].name == checkpoint_name(state.step):
+        checkpoint = checkpoints[-1]  # nothing trained since the checkpoint we resumed from
+    else:
+        checkpoint = save_checkpoint(run.accelerator, run.model, run.optimizer, run.scheduler, state, config)
+    # SLURM's SIGTERM follows the requeue at once: the trackers' logs are complete before it
+    finish_trackers(run.accelerator)
+    requeued = requeue_after_stop(run.accelerator, stop_signal)  # every rank's checkpoint part is written
+    return PretrainSummary(str(config.output), state.step, state.tokens_seen, state.skipped_steps, stopped_because,
+                           last_metrics, {k: v for k, v in state.last_eval.items() if k != "step"},
+                           str(checkpoint), time.perf_counter() - started, stop_signal, requeued,
+                           config.runtime.mixed_precision, run.accelerator.is_main_process)
+
+
+def _model_config(config: PretrainConfig) -> Any:
+    """The BertConfig to train: ``init_from``'s own when starting from weights, else ``config.model``."""
+    if config.init_from is None:
+        return bert_config(config.model)
+    return read_bert_config(config.init_from)  # a Hugging Face directory or a bertpre checkpoint alike
+
+
+_SHAPE_FIELDS = ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size",
+                 "max_position_embeddings", "type_vocab_size")
+
+
+def _check_checkpoint_fits(checkpoint: Path, bert: Any, metadata: dict[str, Any]) -> None:
+    """A checkpoint to resume has the model's shape and was trained on data of the same vocabulary: otherwise a
+    resumed run would fail deep in ``load_state_dict``, or silently read every token id as another word."""
+    saved = read_bert_config(checkpoint)
+    changed = [f"{name} {getattr(saved, name)} → {getattr(bert, name)}" for name in _SHAPE_FIELDS
+               if getattr(saved, name) != getattr(bert, name)]
+    if changed:
+        raise BertpreError(f"{checkpoint}: saved with another model shape ({', '.join(changed)}); resume with its "
+                           "model config, start over with --resume never --overwrite true, or start a new run from its "
+                           "weights with --init-from")
+    trained_on = read_trainer_state(checkpoint).vocab_sha256
+    if trained_on and trained_on != metadata["tokenizer"]["vocab_sha256"]:
+        raise BertpreError(f"{checkpoint}: trained on data of another vocabulary than {metadata['tokenizer']['path']} "
+                           "(same size, other tokens); resume on data prepared with the run's own tokenizer")
+
+
+def _check_data_fits_model(config: PretrainConfig, bert: Any, metadata: dict[str, Any]) -> None:
+    tokenizer = metadata["tokenizer"]
+    checks = [("vocab_size", tokenizer["vocab_size"], f"the tokenizer the data was prepared with "
+               f"({tokenizer['vocab_size']} tokens, {tokenizer['path']})"),
+              ("pad_token_id", tokenizer.get("pad_id", 0), f"the tokenizer's [PAD] id ({tokenizer['path']})")]
+    for field_name, wanted, what in checks:
+        if getattr(bert, field_name) != wanted:
+            if config.init_from:
+                raise BertpreError(f"{config.init_from}/config.json: {field_name} {getattr(bert, field_name)} differs "
+                                   f"from {what}; prepare the data with the tokenizer of {config.init_from}")
+            raise BertpreError(f"model.{field_name}: {getattr(bert, field_name)} differs from {what}; set "
+                               f"--model.{field_name.replace('_', '-')} {wanted}")
+    if metadata["max_seq_length"] > bert.max_position_embeddings:
+        raise BertpreError(f"model.max_position_embeddings: {bert.max_position_embeddings} is shorter than the "
+                           f"prepared max_seq_length {metadata['max_seq_length']}")
+    if config.init_from:
+        theirs = directory_vocabulary_digest(config.init_from)
+        init_dir = Path(config.init_from)
+        if theirs is None and is_complete(init_dir) and (init_dir / RUN_CONFIG_FILE).is_file():  # a bertpre checkpoint
+            theirs = read_trainer_state(init_dir).vocab_sha256 or None
+        if theirs is not None and theirs != tokenizer["vocab_sha256"]:
+            raise BertpreError(f"{config.init_from}: its vocabulary has other tokens than the tokenizer the data was "
+                               f"prepared with ({tokenizer['path']}), though as many; prepare the data with "
+                               f"--tokenizer {config.init_from}")
+
+
+_UNBOUNDED = 2**62  # a run with only a time budget: the loop ends when the time is up
+
+
+def _total_steps(config: PretrainConfig, train_data: PretrainingData) -> int:
+    schedule = config.schedule
+    if schedule.max_steps:
+        return schedule.max_steps
+    if schedule.max_tokens:
+        mean_length = float(train_data.lengths().mean())
+        return math.ceil(schedule.max_tokens / (config.batches.global_batch_size * mean_length))
+    return _UNBOUNDED
+
+
+def _start_from_word_vectors(model: BertForPreTraining, ids: np.ndarray, example: np.ndarray, special_ids: set[int],
+                             window: int, seed: int, accelerator: Any) -> None:
+    """Token embeddings (and so the tied MLM decoder) from the training tokens' co-occurrences."""
+    started = time.perf_counter()
+    embeddings = model.bert.embeddings.word.weight
+    vectors = cooccurrence_vectors(ids, example, embeddings.shape[0], embeddings.shape[1], special_ids,
+                                   window=window, scale=model.config.initializer_range, seed=seed)
+    with torch.no_grad():
+        embeddings.copy_(vectors.vectors)
+    accelerator.print(f"{vectors.describe()}, {time.perf_counter() - started:.0f} s")
+
+
+def _start_from_unigram_bias(model: BertForPreTraining, ids: np.ndarray, special_ids: set[int],
+                             accelerator: Any) -> None:
+    """The masked-LM output bias from the training tokens' log-frequencies."""
+    bias = model.mlm.bias
+    log_probs = unigram_log_probabilities(ids, bias.shape[0], special_ids)
+    with torch.no_grad():
+        bias.copy_(log_probs)
+    entropy = float(-(log_probs.exp() * log_probs).sum())
+    accelerator.print(f"masked-LM bias from the unigram frequencies of {len(ids):,} tokens "
+                      f"(entropy {entropy:.2f} nats: the loss to beat)")
+
+
+def _load_initial_weights(source: str, model: BertForPreTraining) -> str:
+    """Weights from a bertpre checkpoint or a Hugging Face directory into ``model``; what was loaded, in a line."""
+    path = Path(source)
+    if is_complete(path):
+        tensors = read_checkpoint_weights(path)
+        kind = "a bertpre checkpoint: a new phase"
+    else:
+        tensors, _ = from_hf_state_dict(read_safetensors(path))
+        kind = "a Hugging Face model: continued pretraining"
+    report = load_encoder_weights(model, tensors, path)
+    return (f"initialised from {path} ({kind}; {report.describe()}); optimizer, learning-rate schedule and step "
+            "count start anew")
+
+
+def _clear_earlier_run_if_asked(config: PretrainConfig, output: Path) -> None:
+    if config.checkpointing.resume == "never" and list_checkpoints(output):
+        if not config.checkpointing.overwrite:
+            raise BertpreError(f"{output}: holds checkpoints of an earlier run; use resume: auto to continue it, "
+                               "or --overwrite true to start over")
+        shutil.rmtree(output / CHECKPOINTS_DIR)
+        (output / METRICS_FILE).unlink(missing_ok=True)
+
+
+def _resume_point(config: PretrainConfig) -> Optional[Path]:
+    resume = config.checkpointing.resume
+    if resume == "never":
+        return None
+    if resume == "auto":
+        checkpoints = list_checkpoints(config.output)
+        intact = newest_intact_checkpoint(config.output)
+        if checkpoints and intact is None:
+            raise BertpreError(f"{config.output}: every checkpoint is damaged ({checkpoint_problem(checkpoints[-1])}); "
+                               "restore one, or start over with --resume never --overwrite true")
+        return intact
+    path = Path(resume)
+    if not is_complete(path):
+        raise BertpreError(f"resume: {path} is not a complete checkpoint directory")
+    _refuse_resuming_into_another_recipe(config, path)
+    return path
+
+
+def _refuse_resuming_into_another_recipe(config: PretrainConfig, checkpoint: Path) -> None:
+    """Resuming continues a run exactly, schedule included: a checkpoint saved with another optimizer or
+    schedule would silently keep its own (a phase 2 that ran at phase 1's decayed rate)."""
+    saved = load_config(PretrainConfig, checkpoint / RUN_CONFIG_FILE)
+    differing = [name for name in ("optimization", "schedule")
+                 if _recipe_of(getattr(saved, name)) != _recipe_of(getattr(config, name))]
+    if differing:
+        raise BertpreError(f"resume: {checkpoint} was saved with another {' and '.join(differing)} recipe; resuming "
+                           "continues that run's schedule exactly. To start a new phase from its weights, with this "
+                           f"recipe's schedule from step 0, use --init-from {checkpoint} --resume auto")
+
+
+def _recipe_of(options: Any) -> dict[str, Any]:
+    # Budgets may grow when a run is continued in chunks; the rest is the recipe.
+    return {k: v for k, v in vars(options).items() if k not in ("max_steps", "max_tokens", "max_minutes")}
+
+
+def _train_step(model: nn.Module, optimizer: Any, batches: Iterator[dict], accelerator: Any,
+                accumulation: int, config: PretrainConfig) -> dict[str, float]:
+    """Forward and backward over the micro-batches of one step; gradients sync on the last only."""
+    sums = {"mlm_loss": 0.0, "nsp_loss": 0.0, "mlm_correct": 0, "masked": 0, "tokens": 0, "sequences": 0,
+            "slots": 0}
+    finite = True
+    with_nsp = config.objective == "mlm_nsp"
+    for micro_step in range(accumulation):
+        batch = {k: v.to(accelerator.device, non_blocking=True) for k, v in next(batches).items()}
+        sync = micro_step == accumulation - 1
+        context = contextlib.nullcontext() if sync else accelerator.no_sync(model)
+        with context:
+            with accelerator.autocast():
+                output = model(input_ids=batch["input_ids"], token_type_ids=batch["token_type_ids"],
+                               attention_mask=batch["attention_mask"], masked_positions=batch["masked_positions"],
+                               masked_labels=batch["masked_labels"],
+                               next_sentence_label=batch["next_sentence_label"] if with_nsp else None)
+            loss = output.loss
+            finite &= bool(torch.isfinite(loss.detach()))
+            accelerator.backward(loss / accumulation)
+        sums["mlm_loss"] += output.mlm_loss.detach().item() / accumulation
+        if with_nsp:
+            sums["nsp_loss"] += output.nsp_loss.detach().item() / accumulation
+        sums["mlm_correct"] += int((output.mlm_logits.detach().argmax(-1) == batch["masked_labels"]).sum())
+        sums["masked"] += batch["masked_labels"].numel()
+        sums["tokens"] += int(batch["attention_mask"].sum())
+        sums["slots"] += batch["attention_mask"].numel()
+        sums["sequences"] += batch["input_ids"].shape[0]
+    if config.optimization.max_grad_norm > 0:
+        grad_norm = accelerator.clip_grad_norm_(model.parameters(), config.optimization.max_grad_norm)
+    else:
+        grad_norm = torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in model.parameters() if p.grad is not None]))
+    grad_norm = float(grad_norm)
+    # Every rank sees the same all-reduced gradients, so all make the same decision.
+    nonfinite = not (finite and math.isfinite(grad_norm))
+    if accelerator.scaler is not None:
+        optimizer.step()  # the fp16 loss scaler skips the update itself and lowers the scale
+        skipped = bool(optimizer.step_was_skipped)
+    else:
+        skipped = nonfinite
+        if not skipped:
+            optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    sums.update(grad_norm=grad_norm, skipped=skipped, nonfinite=nonfinite)
+    return sums
+
+
+def _tokens_of_every_process(tokens: int, accelerator: Any) -> int:
+    """This step's real (non-padding) tokens over all processes: each read sequences of other lengths."""
+    if accelerator.num_processes == 1:
+        return tokens
+    return int(accelerator.reduce(torch.tensor(tokens, device=accelerator.device), reduction="sum").item())
+
+
+def _update_state(state: TrainerState, metrics: dict[str, float], all_tokens: int, config: PretrainConfig) -> None:
+    state.step += 1
+    state.tokens_seen += all_tokens
+    state.sequences_seen += config.batches.global_batch_size
+    state.skipped_steps += int(metrics["skipped"])
+    state.consecutive_nonfinite = state.consecutive_nonfinite + 1 if metrics["nonfinite"] else 0
+
+
+class _ThroughputWindow:
+    """Tokens and sequences per second since the previous logging step."""
+
+    def __init__(self) -> None:
+        self.reset()
+
+    def reset(self) -> None:
+        self.started, self.tokens, self.sequences = time.perf_counter(), 0, 0
+
+    def add(self, tokens: int, sequences: int) -> None:
+        self.tokens += tokens
+        self.sequences += sequences
+
+    def rates(self) -> tuple[float, float]:
+        seconds = max(time.perf_counter() - self.started, 1e-9)
+        return self.tokens / seconds, self.sequences / seconds
+
+
+def _log_metrics(run: _Run, step: dict[str, float], window: _ThroughputWindow) -> dict[str, float]:
+    accelerator, state, world = run.accelerator, run.state, run.accelerator.num_processes
+    tokens_per_second, sequences_per_second = window.rates()
+    window.reset()
+    if world > 1:  # losses are per-process means of equal-sized batches: average them; counts add up
+        local = torch.tensor([step["mlm_loss"], step["nsp_loss"], step["mlm_correct"], step["masked"]],
+                             dtype=torch.float64, device=accelerator.device)
+        total = accelerator.reduce(local, "sum")
+        step = {**step, "mlm_loss": total[0].item() / world, "nsp_loss": total[1].item() / world,
+                "mlm_correct": total[2].item(), "masked": total[3].item()}
+    metrics = {
+        "step": state.step, "tokens_seen": state.tokens_seen,
+        "loss": step["mlm_loss"] + step["nsp_loss"], "mlm_loss": step["mlm_loss"], "nsp_loss": step["nsp_loss"],
+        "mlm_accuracy": step["mlm_correct"] / max(step["masked"], 1),
+        "learning_rate": run.scheduler.get_last_lr()[0],
+        "grad_norm": step["grad_norm"], "tokens_per_second": tokens_per_second,
+        "sequences_per_second": sequences_per_second,
+        # this rank's share of padding in the step: what --unpad-inputs or --bucket-by-length would save
+        "padding_fraction": 1 - step["tokens"] / max(step["slots"], 1), "skipped_steps": state.skipped_steps,
+        "elapsed_seconds": state.elapsed_seconds,
+    }
+    if run.peak_flops:
+        metrics["mfu"] = tokens_per_second * run.flops_per_token / (run.peak_flops * world)
+    if torch.cuda.is_available() and accelerator.device.type == "cuda":
+        metrics["peak_memory_gb"] = torch.cuda.max_memory_allocated() / 2**30
+    accelerator.log({f"train/{k}": v for k, v in metrics.items() if k != "step"}, step=state.step)
+    if accelerator.is_main_process:
+        append_metrics(run.config.output, metrics)
+    return metrics
+
+
+def _run_evaluation(run: _Run) -> None:
+    config, accelerator, state = run.config, run.accelerator, run.state
+    results = evaluate(run.model, run.eval_data, run.eval_collator, accelerator, config.batches.per_device_batch_size,
+                       config.logging.eval_batches, config.seed)
+    state.last_eval = {**results, "step": state.step}
+    accelerator.log({f"eval/{k[5:]}": v for k, v in results.items()}, step=state.step)
+    reached = _new_milestones(state, results["eval_mlm_accuracy"])
+    if accelerator.is_main_process:
+        append_metrics(config.output, {"step": state.step, "tokens_seen": state.tokens_seen,
+                                       "elapsed_seconds": state.elapsed_seconds, **results})
+        for threshold in reached:
+            append_metrics(config.output, {"step": state.step, "mlm_accuracy_milestone": threshold,
+                                           "tokens_seen": state.tokens_seen, "elapsed_seconds": state.elapsed_seconds})
+
+
+ACCURACY_MILESTONES = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6)
+"""Held-out MLM accuracies whose first crossing (time to accuracy) a run records."""
+
+
+def _new_milestones(state: TrainerState, accuracy: float) -> list[float]:
+    """Record the thresholds this evaluation crossed first; return them."""
+    reached = [t for t in ACCURACY_MILESTONES if accuracy >= t and f"{t:.1f}" not in state.milestones]
+    for threshold in reached:
+        state.milestones[f"{threshold:.1f}"] = {"step": state.step, "tokens_seen": state.tokens_seen,
+                                                 "elapsed_seconds": state.elapsed_seconds}
+    return reached
+
+
+def _stop_reason(state: TrainerState, config: PretrainConfig, stop_requests: StopRequests,
+                 accelerator: Any, total_steps: int) -> tuple[str, str]:
+    """Why to stop now ('' to go on) and the stop signal acted on ('' if none); every rank gets the same answer.
+
+    SIGUSR1 (checkpoint and requeue) on the step that reaches the budget is not acted on: the run is done,
+    and finishes as any finished run does, rather than requeue a job with nothing left to do.
+    """
+    schedule = config.schedule
+    flags = torch.tensor([
+        *stop_requests.flags(),
+        float(schedule.max_minutes is not None and state.elapsed_seconds >= schedule.max_minutes * 60),
+        float(schedule.max_tokens is not None and state.tokens_seen >= schedule.max_tokens),
+    ], device=accelerator.device)
+    if accelerator.num_processes > 1:
+        flags = accelerator.reduce(flags, "max")
+    stop_signal = stop_signal_from_flags(flags[:2])
+    budget = ("max_minutes reached" if flags[2] else "max_tokens reached" if flags[3]
+              else "max_steps reached" if state.step >= total_steps else "")
+    if stop_signal and not (stop_signal == REQUEUE_SIGNAL and budget):
+        return f"stop signal ({stop_signal}): checkpoint saved", stop_signal
+    return budget, ""
+
+
+def _optional_eval_data(path: str, roots: list[str]) -> Optional[PretrainingData]:
+    """The held-out split when `prepare` wrote one in each of ``roots`` (a damaged one is refused, never skipped)."""
+    if not all(split_files(Path(root) / "eval") for root in roots):
+        return None
+    data = PretrainingData(path, "eval")
+    return data if len(data) else None
+
+
+def _seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def _progress_bar(enabled: bool, initial: int, total: Optional[int]) -> Any:
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, initial=initial, disable=not enabled, desc="pretrain", unit="step", dynamic_ncols=True)
