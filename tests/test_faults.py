@@ -13,6 +13,7 @@ import pytest
 import torch
 
 from bertpre.training.checkpoint import list_checkpoints
+from bertpre.tokenizer.files import directory_vocabulary_digest
 from bertpre.cli import main
 
 from .conftest import REPO, english_articles, prepare_wiki64
@@ -368,8 +369,10 @@ def test_a_vocabulary_of_the_same_size_but_other_tokens_is_refused(run6: Path, d
     refused(capsys, "pretrain", "--data", str(data), "--output", str(tmp_path / "continued"), "--init-from",
             str(other_model), "--max-steps", "2", *TRAIN[2:], match="its vocabulary has other tokens")
     reprepared = Path(shutil.copytree(data, tmp_path / "reprepared"))  # as if prepared again with another tokenizer
+    for name in ("vocab.txt", "tokenizer.json"):
+        shutil.copy(swapped / name, reprepared / "tokenizer" / name)
     metadata = json.loads((reprepared / "prepare.json").read_text())
-    metadata["tokenizer"]["vocab_sha256"] = "0123456789abcdef"
+    metadata["tokenizer"]["vocab_sha256"] = directory_vocabulary_digest(swapped)
     (reprepared / "prepare.json").write_text(json.dumps(metadata))
     run = copy_run(run6, tmp_path / "run")
     refused(capsys, "pretrain", "--data", str(reprepared), "--output", str(run), "--max-steps", "8", *TRAIN,

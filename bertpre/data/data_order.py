@@ -10,7 +10,6 @@ import numpy as np
 import torch
 
 from bertpre.data.dataset import PretrainingData
-from bertpre.core.errors import BertpreError
 from bertpre.data.masking import MaskingCollator
 from bertpre.core.seeding import mix_seed
 
@@ -32,9 +31,8 @@ class BatchPlan:
     lengths: Optional[np.ndarray] = None  # set to bucket by length: micro-batches of similar lengths
 
     def __post_init__(self) -> None:
-        if self.num_examples < self.global_batch_size:
-            raise BertpreError(f"global_batch_size: {self.global_batch_size} exceeds the {self.num_examples} "
-                               "prepared training examples; prepare more data or use a smaller batch")
+        if self.num_examples < self.global_batch_size:  # pretraining's preflight refuses it in the user's words
+            raise ValueError(f"a batch of {self.global_batch_size} from {self.num_examples} examples")
         self.steps_per_epoch = self.num_examples // self.global_batch_size
         self._cached_epoch = -1
         self._permutation: np.ndarray = np.arange(0)

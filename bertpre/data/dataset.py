@@ -8,29 +8,19 @@ GPU machines without `datasets` can train: nothing here imports it.
 
 from __future__ import annotations
 
-import json
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 import numpy as np
 
 from bertpre.core.errors import BertpreError
-
-DATA_FORMAT_VERSION = 1
-METADATA_FILE = "prepare.json"
-CONFIG_FILE = "prepare.yaml"
-TOKENIZER_DIR = "tokenizer"
+from bertpre.data.metadata import DataMetadata, read_data_metadata
 
 
 def token_id_type(vocab_size: int) -> str:
     """The Arrow integer type that holds every token id of a vocabulary: uint16 when it fits."""
     return "uint16" if vocab_size <= 65536 else "int32"
-
-
-def data_tokenizer_dir(metadata: dict[str, Any]) -> Path:
-    """The tokenizer copied into a prepared dataset (of its first shard, when there are several)."""
-    return Path(metadata["roots"][0]) / TOKENIZER_DIR
 
 
 class PretrainingData:
@@ -40,10 +30,10 @@ class PretrainingData:
     runs); they are read as one dataset, in sorted order.
     """
 
-    def __init__(self, path: str | Path, split: str = "train") -> None:
+    def __init__(self, path: str | Path, split: str = "train", metadata: Optional[DataMetadata] = None) -> None:
         self.path = Path(path)
         self.split = split
-        self.metadata = read_data_metadata(self.path)
+        self.metadata = metadata or read_data_metadata(self.path)
         self._open()
 
     def __getstate__(self) -> dict[str, Any]:
@@ -56,13 +46,13 @@ class PretrainingData:
 
     def _open(self) -> None:
         tables = []
-        for root, pairs in zip(self.metadata["roots"], self.metadata["pairs_by_root"]):
-            split_dir = Path(root) / self.split
+        for shard in self.metadata.shards:
+            split_dir = shard.root / self.split
             files = split_files(split_dir)
             if not files:
                 raise BertpreError(f"{split_dir}: no prepared {self.split} data (run `bertpre prepare`)")
             shard_tables = [_read_arrow_file(file) for file in files]
-            _check_row_count(split_dir, pairs[self.split], sum(table.num_rows for table in shard_tables))
+            _check_row_count(split_dir, shard.pairs(self.split), sum(table.num_rows for table in shard_tables))
             tables += shard_tables
         import pyarrow as pa
 
@@ -78,7 +68,7 @@ class PretrainingData:
     @property
     def max_seq_length(self) -> int:
         """The length the pairs were prepared for."""
-        return int(self.metadata["max_seq_length"])
+        return self.metadata.max_seq_length
 
     def __len__(self) -> int:
         return self.table.num_rows
@@ -139,9 +129,9 @@ def _read_arrow_file(file: Path):  # noqa: ANN202 - a pyarrow Table
     return table
 
 
-def _check_row_count(split_dir: Path, expected: Any, rows: int) -> None:
+def _check_row_count(split_dir: Path, expected: Optional[int], rows: int) -> None:
     """The split holds as many pairs as `prepare` wrote (its summary says), or the data is incomplete."""
-    if isinstance(expected, int) and expected != rows:
+    if expected is not None and expected != rows:
         raise BertpreError(f"{split_dir}: holds {rows:,} pairs where `bertpre prepare` wrote {expected:,}; the "
                            "directory is incomplete or was mixed with another: copy or prepare it again")
 
@@ -151,34 +141,3 @@ def _list_buffers(column) -> tuple[np.ndarray, np.ndarray]:  # noqa: ANN001
     offsets = array.offsets.to_numpy()
     values = array.values.to_numpy()
     return offsets, values
-
-
-def _read_metadata(path: Path) -> dict[str, Any]:
-    try:
-        metadata = json.loads(path.read_text(encoding="utf-8"))
-        metadata["tokenizer"]["vocab_sha256"], metadata["max_seq_length"]  # noqa: B018 - the keys must be there
-    except (UnicodeDecodeError, ValueError, KeyError, TypeError):
-        raise BertpreError(f"{path}: damaged (not the JSON `bertpre prepare` writes); prepare the data again") from None
-    return metadata
-
-
-def read_data_metadata(path: str | Path) -> dict[str, Any]:
-    """Metadata of a prepared dataset (or of several shards under one directory), checked to agree."""
-    path = Path(path)
-    if (path / METADATA_FILE).exists():
-        roots = [path]
-    else:
-        roots = sorted(p.parent for p in path.glob(f"*/{METADATA_FILE}"))
-    if not roots:
-        raise BertpreError(f"{path}: not a prepared dataset (no {METADATA_FILE}); run `bertpre prepare` first")
-    metas = [_read_metadata(root / METADATA_FILE) for root in roots]
-    first = metas[0]
-    for root, meta in zip(roots[1:], metas[1:]):
-        if meta["tokenizer"]["vocab_sha256"] != first["tokenizer"]["vocab_sha256"]:
-            raise BertpreError(f"{root}: prepared with a different tokenizer than {roots[0]}")
-        if meta["max_seq_length"] != first["max_seq_length"]:
-            raise BertpreError(f"{root}: max_seq_length {meta['max_seq_length']} differs from "
-                               f"{first['max_seq_length']} in {roots[0]}")
-    return {**first, "roots": [str(r) for r in roots],
-            "pairs_by_root": [{split: meta.get("summary", {}).get(f"{split}_pairs") for split in ("train", "eval")}
-                              for meta in metas]}

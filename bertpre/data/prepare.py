@@ -15,7 +15,6 @@ so the output is byte-identical for any number of worker processes. The output f
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import shutil
 import time
@@ -28,7 +27,8 @@ import numpy as np
 from bertpre.core.config import save_config
 from bertpre.core.configs import PrepareConfig
 from bertpre.readers.corpus import CorpusStats, read_documents, resolve_inputs, warn_about_replaced_bytes
-from bertpre.data.dataset import CONFIG_FILE, DATA_FORMAT_VERSION, METADATA_FILE, TOKENIZER_DIR, token_id_type
+from bertpre.data.dataset import token_id_type
+from bertpre.data.metadata import CONFIG_FILE, TOKENIZER_DIR, ShardMetadata, TokenizerInfo
 from bertpre.core.errors import BertpreError
 from bertpre.core.io import atomic_directory, check_writable_output
 from bertpre.data.pairs import create_next_sentence_pairs, document_rng, pair_to_features
@@ -123,7 +123,7 @@ def prepare_pretraining_data(config: PrepareConfig, show_progress: bool = True) 
         datasets.disable_progress_bars()
     with atomic_directory(output, overwrite=config.overwrite) as staging:
         stats = CorpusStats()
-        documents = _tokenized_documents(config, sources, staging, workers, stats, tokenizer_info["vocab_size"])
+        documents = _tokenized_documents(config, sources, staging, workers, stats, tokenizer_info.vocab_size)
         train_docs, eval_docs = _split_documents(documents, config.eval_fraction, staging)
         summary_parts = {}
         _refuse_if_no_pairs(config, train_docs)
@@ -143,7 +143,7 @@ def prepare_pretraining_data(config: PrepareConfig, show_progress: bool = True) 
     return summary
 
 
-def _check_tokenizer(config: PrepareConfig) -> dict[str, Any]:
+def _check_tokenizer(config: PrepareConfig) -> TokenizerInfo:
     tokenizer = load_tokenizer(config.tokenizer)
     vocab = tokenizer.get_vocab()
     vocab_txt = Path(config.tokenizer) / "vocab.txt"
@@ -156,9 +156,9 @@ def _check_tokenizer(config: PrepareConfig) -> dict[str, Any]:
         raise BertpreError(f"max_seq_length: {config.max_seq_length} exceeds the tokenizer's "
                            f"model_max_length {model_max} (the model's position embeddings)")
     digest = vocabulary_digest(sorted(vocab, key=vocab.__getitem__))
-    return {"path": str(Path(config.tokenizer).resolve()), "vocab_size": len(tokenizer),
-            "vocab_sha256": digest, "cls_id": tokenizer.cls_token_id, "sep_id": tokenizer.sep_token_id,
-            "pad_id": tokenizer.pad_token_id, "mask_id": tokenizer.mask_token_id}
+    return TokenizerInfo(path=str(Path(config.tokenizer).resolve()), vocab_size=len(tokenizer), vocab_sha256=digest,
+                         cls_id=tokenizer.cls_token_id, sep_id=tokenizer.sep_token_id, pad_id=tokenizer.pad_token_id,
+                         mask_id=tokenizer.mask_token_id)
 
 
 def _sources_of_this_shard(config: PrepareConfig) -> list[str]:
@@ -352,7 +352,7 @@ def _pairs_for_documents(batch: dict[str, list], indices: list[int], documents, 
     return columns
 
 
-def _create_pairs(documents, config: PrepareConfig, tokenizer_info: dict[str, Any], path: Path,  # noqa: ANN001, ANN202
+def _create_pairs(documents, config: PrepareConfig, tokenizer_info: TokenizerInfo, path: Path,  # noqa: ANN001, ANN202
                   workers: int, split: str):
     import datasets
 
@@ -360,11 +360,11 @@ def _create_pairs(documents, config: PrepareConfig, tokenizer_info: dict[str, An
         raise BertpreError(f"{', '.join(config.inputs)}: only {len(documents)} document in the {split} split; "
                            "next-sentence pairs need at least two (random next segments come from other "
                            "documents); add text or check --document-boundary")
-    id_type = token_id_type(tokenizer_info["vocab_size"])
+    id_type = token_id_type(tokenizer_info.vocab_size)
     shard_index, _ = config.shard_index_and_count()
     options = {"dupe_factor": config.dupe_factor, "seed": config.seed, "max_seq_length": config.max_seq_length,
                "short_seq_prob": config.short_seq_prob, "random_next_prob": config.random_next_prob,
-               "cls_id": tokenizer_info["cls_id"], "sep_id": tokenizer_info["sep_id"],
+               "cls_id": tokenizer_info.cls_id, "sep_id": tokenizer_info.sep_id,
                "stream": shard_index * 2 + (split == "eval")}
     features = datasets.Features({
         "input_ids": datasets.Sequence(datasets.Value(id_type)),
@@ -451,11 +451,9 @@ def _list_lengths(column) -> np.ndarray:  # noqa: ANN001 - a pyarrow (chunked) l
     return pc.list_value_length(column).to_numpy(zero_copy_only=False)
 
 
-def _write_metadata(directory: Path, config: PrepareConfig, tokenizer_info: dict[str, Any],
+def _write_metadata(directory: Path, config: PrepareConfig, tokenizer_info: TokenizerInfo,
                     summary: PrepareSummary) -> None:
-    metadata = {"format_version": DATA_FORMAT_VERSION, "max_seq_length": config.max_seq_length,
-                "tokenizer": tokenizer_info, "shard": config.shard, "summary": vars(summary)}
-    (directory / METADATA_FILE).write_text(json.dumps(metadata, indent=2) + "\n", encoding="utf-8")
+    ShardMetadata(directory, config.max_seq_length, tokenizer_info, config.shard, vars(summary)).write()
     save_config(config, directory / CONFIG_FILE)
     (directory / TOKENIZER_DIR).mkdir()
     copy_tokenizer_files(config.tokenizer, directory / TOKENIZER_DIR)

@@ -13,7 +13,7 @@ from bertpre.training.checkpoint import (RUN_CONFIG_FILE, load_model_weights, re
                                 resolve_checkpoint, verified)
 from bertpre.core.config import load_config
 from bertpre.core.configs import ExportConfig, PrepareConfig, PretrainConfig
-from bertpre.data.dataset import CONFIG_FILE, data_tokenizer_dir, read_data_metadata
+from bertpre.data.metadata import CONFIG_FILE, read_data_metadata
 from bertpre.core.errors import BertpreError
 from bertpre.model.hf_directory import export_model, read_bert_config
 from bertpre.model.bert import BertForPreTraining
@@ -31,7 +31,7 @@ def export_checkpoint(config: ExportConfig) -> Path:
     state = read_trainer_state(checkpoint)
     tokenizer = str(tokenizer_directory(config.tokenizer)) if config.tokenizer else None
     if tokenizer is None:
-        tokenizer = str(data_tokenizer_dir(read_data_metadata(run.data)))
+        tokenizer = str(read_data_metadata(run.data).tokenizer_dir)
     card = pretraining_model_card(bert, run, vars(state), checkpoint, _export_command(config), config,
                                   _hub_datasets(run.data))
     return export_model(model, config.output, tokenizer_dir=tokenizer, overwrite=config.overwrite, model_card=card,
@@ -42,8 +42,8 @@ def _hub_datasets(data: str) -> list[str]:
     """The hub datasets (``hf:`` inputs) the run's data was prepared from, for the card's metadata;
     none when the prepared data is not on this machine (an export needs only the checkpoint)."""
     try:
-        roots = read_data_metadata(data)["roots"]
-        inputs = [spec for root in roots for spec in load_config(PrepareConfig, Path(root) / CONFIG_FILE).inputs]
+        roots = read_data_metadata(data).roots
+        inputs = [spec for root in roots for spec in load_config(PrepareConfig, root / CONFIG_FILE).inputs]
     except (BertpreError, OSError):
         return []
     return sorted({name for name in map(hub_dataset_id, inputs) if name})

@@ -32,28 +32,25 @@ import numpy as np
 import torch
 from torch import nn
 
-from bertpre.training.accelerator import (describe_precision, finish_trackers, make_accelerator, resolve_trackers,
-                                 start_trackers)
-from bertpre.training.checkpoint import (CHECKPOINTS_DIR, RUN_CONFIG_FILE, TrainerState, checkpoint_name, is_complete,
-                                checkpoint_problem, list_checkpoints, load_checkpoint, newest_intact_checkpoint,
-                                read_checkpoint_weights, read_trainer_state, save_checkpoint)
-from bertpre.core.config import config_to_dict, load_config, save_config
+from bertpre.core.config import config_to_dict, save_config
 from bertpre.core.configs import PretrainConfig
-from bertpre.data.data_order import BatchPlan, MicroBatches, micro_batch_loader
-from bertpre.data.dataset import PretrainingData, data_tokenizer_dir, read_data_metadata, split_files
 from bertpre.core.errors import BertpreError
-from bertpre.model.flops import gpu_peak_flops, training_flops_per_token
-from bertpre.model.hf_directory import load_encoder_weights, read_bert_config, read_safetensors
-from bertpre.model.hf_format import from_hf_state_dict
-from bertpre.data.masking import MaskingCollator
 from bertpre.core.metrics_log import METRICS_FILE, append_metrics, truncate_metrics
-from bertpre.model.bert import BertForPreTraining, bert_config
+from bertpre.core.seeding import mix_seed
+from bertpre.data.data_order import BatchPlan, MicroBatches, micro_batch_loader
+from bertpre.data.dataset import PretrainingData
+from bertpre.data.masking import MaskingCollator
+from bertpre.model.bert import BertForPreTraining
+from bertpre.model.flops import gpu_peak_flops, training_flops_per_token
+from bertpre.model.hf_directory import load_encoder_weights, read_safetensors
+from bertpre.model.hf_format import from_hf_state_dict
+from bertpre.training.accelerator import describe_precision, finish_trackers, make_accelerator, start_trackers
+from bertpre.training.checkpoint import (CHECKPOINTS_DIR, RUN_CONFIG_FILE, TrainerState, checkpoint_name, is_complete,
+                                         list_checkpoints, load_checkpoint, read_checkpoint_weights, save_checkpoint)
 from bertpre.training.optim import TimeBudgetSchedule, build_optimizer, build_scheduler
 from bertpre.training.preemption import REQUEUE_SIGNAL, StopRequests, requeue_after_stop, stop_signal_from_flags
-from bertpre.core.resolve import model_directory
-from bertpre.core.seeding import mix_seed
+from bertpre.training.preflight import preflight
 from bertpre.training.sharding import refuse_unsupported_fsdp
-from bertpre.tokenizer.files import directory_vocabulary_digest
 from bertpre.training.word_vectors import cooccurrence_vectors, token_stream, unigram_log_probabilities
 
 
@@ -189,33 +186,29 @@ def pretrain(config: PretrainConfig, show_progress: bool = True,
 
 
 def build(config: PretrainConfig) -> _Run:
-    """Check the data against the model, then make the accelerator, data, model, optimizer and
-    schedule, and restore the newest checkpoint when resuming."""
-    if config.init_from:  # a Hub id becomes its cached snapshot; a local directory stays as it is
-        config = dataclasses.replace(config, init_from=str(model_directory(config.init_from, "--init-from")))
-    metadata = read_data_metadata(config.data)
-    bert = _model_config(config)
-    _check_data_fits_model(config, bert, metadata)
+    """Check everything (:func:`preflight`, which writes nothing), then clear an earlier run if asked, and make
+    the accelerator, data, model, optimizer and schedule, restoring the newest checkpoint when resuming."""
+    checked = preflight(config)
+    config, metadata, bert = checked.config, checked.metadata, checked.bert
+    train_data, eval_data, resume_from = checked.train_data, checked.eval_data, checked.resume_from
     output = Path(config.output)
-    resolve_trackers(config.logging.report_to)  # a tracker that is not installed stops us before anything is cleared
-    train_data = PretrainingData(config.data, "train")  # damaged data is refused before an earlier run is cleared
-    eval_data = _optional_eval_data(config.data, metadata["roots"])
-    _clear_earlier_run_if_asked(config, output)
     accelerator = make_accelerator(config.output, config.runtime.cpu, config.runtime.mixed_precision,
                                    report_to=config.logging.report_to)
-    refuse_unsupported_fsdp(accelerator)
+    refuse_unsupported_fsdp(accelerator)  # the launcher's config, known once the accelerator exists
+    if checked.clear_earlier_run:  # every check has passed
+        shutil.rmtree(output / CHECKPOINTS_DIR)
+        (output / METRICS_FILE).unlink(missing_ok=True)
     # the precision it trains in (the option, the launcher's or the default), as saved and reported
     config = dataclasses.replace(config, runtime=dataclasses.replace(config.runtime,
                                                                      mixed_precision=accelerator.mixed_precision))
     batches, world = config.batches, accelerator.num_processes
-    if batches.global_batch_size % (batches.per_device_batch_size * world):
-        raise BertpreError(f"global_batch_size: {batches.global_batch_size} is not divisible by "
-                           f"per_device_batch_size × processes = {batches.per_device_batch_size} × {world}")
+    if world != checked.world_size:  # preflight asked the launcher's environment; the accelerator must agree
+        raise RuntimeError(f"{world} processes, where the launcher's environment said {checked.world_size}")
     _seed_everything(config.seed)
 
     from transformers import AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(data_tokenizer_dir(metadata))
+    tokenizer = AutoTokenizer.from_pretrained(metadata.tokenizer_dir)
     collator = MaskingCollator.from_tokenizer(tokenizer, mlm_probability=config.masking.mlm_probability,
                                               whole_word=config.masking.whole_word_mask)
     eval_collator = MaskingCollator.from_tokenizer(tokenizer, mlm_probability=config.masking.eval_mlm_probability,
@@ -227,9 +220,6 @@ def build(config: PretrainConfig) -> _Run:
 
     model = BertForPreTraining(bert, unpad_inputs=config.runtime.unpad_inputs,
                                next_sentence=config.objective == "mlm_nsp")
-    resume_from = _resume_point(config)
-    if resume_from is not None:
-        _check_checkpoint_fits(resume_from, bert, metadata)
     if config.init_from and resume_from is None:
         accelerator.print(_load_initial_weights(config.init_from, model))
     embedding_seconds = 0.0
@@ -249,7 +239,7 @@ def build(config: PretrainConfig) -> _Run:
     optimizer = build_optimizer(model, optimization.optimizer, optimization.learning_rate, optimization.weight_decay,
                                 (optimization.adam_beta1, optimization.adam_beta2), optimization.adam_epsilon,
                                 accelerator.device, optimization.embedding_lr_scale)
-    vocabulary = metadata["tokenizer"]["vocab_sha256"]
+    vocabulary = metadata.tokenizer.vocab_sha256
     state = TrainerState(elapsed_seconds=embedding_seconds, vocab_sha256=vocabulary)  # the vectors' time counts in --max-minutes
     if total_steps == _UNBOUNDED:
         scheduler: Any = TimeBudgetSchedule(optimizer, schedule.warmup_steps, schedule.max_minutes * 60,
@@ -354,59 +344,6 @@ def finish(run: _Run, stopped_because: str, last_metrics: dict[str, float], stop
                            config.runtime.mixed_precision, run.accelerator.is_main_process)
 
 
-def _model_config(config: PretrainConfig) -> Any:
-    """The BertConfig to train: ``init_from``'s own when starting from weights, else ``config.model``."""
-    if config.init_from is None:
-        return bert_config(config.model)
-    return read_bert_config(config.init_from)  # a Hugging Face directory or a bertpre checkpoint alike
-
-
-_SHAPE_FIELDS = ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size",
-                 "max_position_embeddings", "type_vocab_size")
-
-
-def _check_checkpoint_fits(checkpoint: Path, bert: Any, metadata: dict[str, Any]) -> None:
-    """A checkpoint to resume has the model's shape and was trained on data of the same vocabulary: otherwise a
-    resumed run would fail deep in ``load_state_dict``, or silently read every token id as another word."""
-    saved = read_bert_config(checkpoint)
-    changed = [f"{name} {getattr(saved, name)} → {getattr(bert, name)}" for name in _SHAPE_FIELDS
-               if getattr(saved, name) != getattr(bert, name)]
-    if changed:
-        raise BertpreError(f"{checkpoint}: saved with another model shape ({', '.join(changed)}); resume with its "
-                           "model config, start over with --resume never --overwrite true, or start a new run from its "
-                           "weights with --init-from")
-    trained_on = read_trainer_state(checkpoint).vocab_sha256
-    if trained_on and trained_on != metadata["tokenizer"]["vocab_sha256"]:
-        raise BertpreError(f"{checkpoint}: trained on data of another vocabulary than {metadata['tokenizer']['path']} "
-                           "(same size, other tokens); resume on data prepared with the run's own tokenizer")
-
-
-def _check_data_fits_model(config: PretrainConfig, bert: Any, metadata: dict[str, Any]) -> None:
-    tokenizer = metadata["tokenizer"]
-    checks = [("vocab_size", tokenizer["vocab_size"], f"the tokenizer the data was prepared with "
-               f"({tokenizer['vocab_size']} tokens, {tokenizer['path']})"),
-              ("pad_token_id", tokenizer.get("pad_id", 0), f"the tokenizer's [PAD] id ({tokenizer['path']})")]
-    for field_name, wanted, what in checks:
-        if getattr(bert, field_name) != wanted:
-            if config.init_from:
-                raise BertpreError(f"{config.init_from}/config.json: {field_name} {getattr(bert, field_name)} differs "
-                                   f"from {what}; prepare the data with the tokenizer of {config.init_from}")
-            raise BertpreError(f"model.{field_name}: {getattr(bert, field_name)} differs from {what}; set "
-                               f"--model.{field_name.replace('_', '-')} {wanted}")
-    if metadata["max_seq_length"] > bert.max_position_embeddings:
-        raise BertpreError(f"model.max_position_embeddings: {bert.max_position_embeddings} is shorter than the "
-                           f"prepared max_seq_length {metadata['max_seq_length']}")
-    if config.init_from:
-        theirs = directory_vocabulary_digest(config.init_from)
-        init_dir = Path(config.init_from)
-        if theirs is None and is_complete(init_dir) and (init_dir / RUN_CONFIG_FILE).is_file():  # a bertpre checkpoint
-            theirs = read_trainer_state(init_dir).vocab_sha256 or None
-        if theirs is not None and theirs != tokenizer["vocab_sha256"]:
-            raise BertpreError(f"{config.init_from}: its vocabulary has other tokens than the tokenizer the data was "
-                               f"prepared with ({tokenizer['path']}), though as many; prepare the data with "
-                               f"--tokenizer {config.init_from}")
-
-
 _UNBOUNDED = 2**62  # a run with only a time budget: the loop ends when the time is up
 
 
@@ -456,50 +393,6 @@ def _load_initial_weights(source: str, model: BertForPreTraining) -> str:
     report = load_encoder_weights(model, tensors, path)
     return (f"initialised from {path} ({kind}; {report.describe()}); optimizer, learning-rate schedule and step "
             "count start anew")
-
-
-def _clear_earlier_run_if_asked(config: PretrainConfig, output: Path) -> None:
-    if config.checkpointing.resume == "never" and list_checkpoints(output):
-        if not config.checkpointing.overwrite:
-            raise BertpreError(f"{output}: holds checkpoints of an earlier run; use resume: auto to continue it, "
-                               "or --overwrite true to start over")
-        shutil.rmtree(output / CHECKPOINTS_DIR)
-        (output / METRICS_FILE).unlink(missing_ok=True)
-
-
-def _resume_point(config: PretrainConfig) -> Optional[Path]:
-    resume = config.checkpointing.resume
-    if resume == "never":
-        return None
-    if resume == "auto":
-        checkpoints = list_checkpoints(config.output)
-        intact = newest_intact_checkpoint(config.output)
-        if checkpoints and intact is None:
-            raise BertpreError(f"{config.output}: every checkpoint is damaged ({checkpoint_problem(checkpoints[-1])}); "
-                               "restore one, or start over with --resume never --overwrite true")
-        return intact
-    path = Path(resume)
-    if not is_complete(path):
-        raise BertpreError(f"resume: {path} is not a complete checkpoint directory")
-    _refuse_resuming_into_another_recipe(config, path)
-    return path
-
-
-def _refuse_resuming_into_another_recipe(config: PretrainConfig, checkpoint: Path) -> None:
-    """Resuming continues a run exactly, schedule included: a checkpoint saved with another optimizer or
-    schedule would silently keep its own (a phase 2 that ran at phase 1's decayed rate)."""
-    saved = load_config(PretrainConfig, checkpoint / RUN_CONFIG_FILE)
-    differing = [name for name in ("optimization", "schedule")
-                 if _recipe_of(getattr(saved, name)) != _recipe_of(getattr(config, name))]
-    if differing:
-        raise BertpreError(f"resume: {checkpoint} was saved with another {' and '.join(differing)} recipe; resuming "
-                           "continues that run's schedule exactly. To start a new phase from its weights, with this "
-                           f"recipe's schedule from step 0, use --init-from {checkpoint} --resume auto")
-
-
-def _recipe_of(options: Any) -> dict[str, Any]:
-    # Budgets may grow when a run is continued in chunks; the rest is the recipe.
-    return {k: v for k, v in vars(options).items() if k not in ("max_steps", "max_tokens", "max_minutes")}
 
 
 def _train_step(model: nn.Module, optimizer: Any, batches: Iterator[dict], accelerator: Any,
@@ -662,14 +555,6 @@ def _stop_reason(state: TrainerState, config: PretrainConfig, stop_requests: Sto
     if stop_signal and not (stop_signal == REQUEUE_SIGNAL and budget):
         return f"stop signal ({stop_signal}): checkpoint saved", stop_signal
     return budget, ""
-
-
-def _optional_eval_data(path: str, roots: list[str]) -> Optional[PretrainingData]:
-    """The held-out split when `prepare` wrote one in each of ``roots`` (a damaged one is refused, never skipped)."""
-    if not all(split_files(Path(root) / "eval") for root in roots):
-        return None
-    data = PretrainingData(path, "eval")
-    return data if len(data) else None
 
 
 def _seed_everything(seed: int) -> None:

@@ -1,0 +1,190 @@
+"""Before a pretraining run writes or deletes anything: read and check everything it needs.
+
+``preflight`` only reads. It resolves the starting weights, reads the prepared data's metadata and its
+shards, checks the data against the model and the batch sizes against the processes, finds the
+checkpoint to resume and checks that it continues this run, and decides whether an earlier run is to
+be cleared. Whatever it refuses, the output directory is as it was: the rule "check everything before
+deleting an earlier run" is this module, not the order of lines in the loop's set-up.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional
+
+from bertpre.core.config import load_config
+from bertpre.core.configs import PretrainConfig
+from bertpre.core.errors import BertpreError
+from bertpre.core.resolve import model_directory
+from bertpre.data.dataset import PretrainingData, split_files
+from bertpre.data.metadata import DataMetadata, read_data_metadata
+from bertpre.model.bert import bert_config
+from bertpre.model.hf_directory import read_bert_config
+from bertpre.tokenizer.files import directory_vocabulary_digest
+from bertpre.training.accelerator import process_state, resolve_trackers
+from bertpre.training.checkpoint import (RUN_CONFIG_FILE, checkpoint_problem, is_complete, list_checkpoints,
+                                         newest_intact_checkpoint, read_trainer_state)
+
+
+@dataclass
+class CheckedRun:
+    """What :func:`preflight` read and found sound: all that setting the run up needs from the disk."""
+
+    config: PretrainConfig  # init_from resolved to a local directory
+    metadata: DataMetadata
+    bert: Any  # the transformers.BertConfig to train
+    train_data: PretrainingData
+    eval_data: Optional[PretrainingData]
+    resume_from: Optional[Path]
+    clear_earlier_run: bool  # resume: never with --overwrite over checkpoints of an earlier run
+    world_size: int
+
+
+def preflight(config: PretrainConfig) -> CheckedRun:
+    """Read and check everything ``config`` asks for, writing nothing; refuse in one line what would fail later."""
+    if config.init_from:  # a Hub id becomes its cached snapshot; a local directory stays as it is
+        config = dataclasses.replace(config, init_from=str(model_directory(config.init_from, "--init-from")))
+    metadata = read_data_metadata(config.data)
+    check_tokenizer_copy(metadata)
+    bert = model_config(config)
+    check_data_fits_model(config, bert, metadata)
+    resolve_trackers(config.logging.report_to)  # a tracker that is not installed
+    train_data = PretrainingData(config.data, "train", metadata)  # damaged data
+    eval_data = optional_eval_data(config.data, metadata)
+    world_size = process_state(config.runtime.cpu).num_processes
+    check_batch_sizes(config, world_size, len(train_data))
+    resume_from = resume_point(config)
+    if resume_from is not None:
+        check_checkpoint_fits(resume_from, bert, metadata)
+    return CheckedRun(config, metadata, bert, train_data, eval_data, resume_from, earlier_run_to_clear(config),
+                      world_size)
+
+
+def check_tokenizer_copy(metadata: DataMetadata) -> None:
+    """The tokenizer inside the dataset is the one the pairs were made with (a swapped one would read every id
+    as another word, or fail deep in the embedding)."""
+    found = directory_vocabulary_digest(metadata.tokenizer_dir)
+    if found is not None and found != metadata.tokenizer.vocab_sha256:
+        raise BertpreError(f"{metadata.tokenizer_dir}: not the tokenizer the data was prepared with (its vocabulary "
+                           "differs from the fingerprint in prepare.json); restore it or prepare the data again")
+
+
+def model_config(config: PretrainConfig) -> Any:
+    """The BertConfig to train: ``init_from``'s own when starting from weights, else ``config.model``."""
+    if config.init_from is None:
+        return bert_config(config.model)
+    return read_bert_config(config.init_from)  # a Hugging Face directory or a bertpre checkpoint alike
+
+
+def check_data_fits_model(config: PretrainConfig, bert: Any, metadata: DataMetadata) -> None:
+    """Vocabulary size, [PAD] id, sequence length and (with --init-from) the vocabulary itself agree."""
+    tokenizer = metadata.tokenizer
+    checks = [("vocab_size", tokenizer.vocab_size, f"the tokenizer the data was prepared with "
+               f"({tokenizer.vocab_size} tokens, {tokenizer.path})"),
+              ("pad_token_id", tokenizer.pad_id, f"the tokenizer's [PAD] id ({tokenizer.path})")]
+    for field_name, wanted, what in checks:
+        if getattr(bert, field_name) != wanted:
+            if config.init_from:
+                raise BertpreError(f"{config.init_from}/config.json: {field_name} {getattr(bert, field_name)} differs "
+                                   f"from {what}; prepare the data with the tokenizer of {config.init_from}")
+            raise BertpreError(f"model.{field_name}: {getattr(bert, field_name)} differs from {what}; set "
+                               f"--model.{field_name.replace('_', '-')} {wanted}")
+    if metadata.max_seq_length > bert.max_position_embeddings:
+        raise BertpreError(f"model.max_position_embeddings: {bert.max_position_embeddings} is shorter than the "
+                           f"prepared max_seq_length {metadata.max_seq_length}")
+    if config.init_from:
+        theirs = directory_vocabulary_digest(config.init_from)
+        init_dir = Path(config.init_from)
+        if theirs is None and is_complete(init_dir) and (init_dir / RUN_CONFIG_FILE).is_file():  # a bertpre checkpoint
+            theirs = read_trainer_state(init_dir).vocab_sha256 or None
+        if theirs is not None and theirs != tokenizer.vocab_sha256:
+            raise BertpreError(f"{config.init_from}: its vocabulary has other tokens than the tokenizer the data was "
+                               f"prepared with ({tokenizer.path}), though as many; prepare the data with "
+                               f"--tokenizer {config.init_from}")
+
+
+def optional_eval_data(path: str, metadata: DataMetadata) -> Optional[PretrainingData]:
+    """The held-out split when `prepare` wrote one in each shard (a damaged one is refused, never skipped)."""
+    if not all(split_files(root / "eval") for root in metadata.roots):
+        return None
+    data = PretrainingData(path, "eval", metadata)
+    return data if len(data) else None
+
+
+def check_batch_sizes(config: PretrainConfig, world_size: int, examples: int) -> None:
+    """The global batch splits evenly over processes and micro-batches, and the data holds one batch."""
+    batches = config.batches
+    if batches.global_batch_size % (batches.per_device_batch_size * world_size):
+        raise BertpreError(f"global_batch_size: {batches.global_batch_size} is not divisible by "
+                           f"per_device_batch_size × processes = {batches.per_device_batch_size} × {world_size}")
+    if examples < batches.global_batch_size:
+        raise BertpreError(f"global_batch_size: {batches.global_batch_size} exceeds the {examples} "
+                           "prepared training examples; prepare more data or use a smaller batch")
+
+
+def resume_point(config: PretrainConfig) -> Optional[Path]:
+    """The checkpoint this run continues from, or None to start afresh."""
+    resume = config.checkpointing.resume
+    if resume == "never":
+        return None
+    if resume == "auto":
+        checkpoints = list_checkpoints(config.output)
+        intact = newest_intact_checkpoint(config.output)
+        if checkpoints and intact is None:
+            raise BertpreError(f"{config.output}: every checkpoint is damaged ({checkpoint_problem(checkpoints[-1])}); "
+                               "restore one, or start over with --resume never --overwrite true")
+        return intact
+    path = Path(resume)
+    if not is_complete(path):
+        raise BertpreError(f"resume: {path} is not a complete checkpoint directory")
+    refuse_resuming_into_another_recipe(config, path)
+    return path
+
+
+def refuse_resuming_into_another_recipe(config: PretrainConfig, checkpoint: Path) -> None:
+    """Resuming continues a run exactly, schedule included: a checkpoint saved with another optimizer or
+    schedule would silently keep its own (a phase 2 that ran at phase 1's decayed rate)."""
+    saved = load_config(PretrainConfig, checkpoint / RUN_CONFIG_FILE)
+    differing = [name for name in ("optimization", "schedule")
+                 if _recipe_of(getattr(saved, name)) != _recipe_of(getattr(config, name))]
+    if differing:
+        raise BertpreError(f"resume: {checkpoint} was saved with another {' and '.join(differing)} recipe; resuming "
+                           "continues that run's schedule exactly. To start a new phase from its weights, with this "
+                           f"recipe's schedule from step 0, use --init-from {checkpoint} --resume auto")
+
+
+def _recipe_of(options: Any) -> dict[str, Any]:
+    # Budgets may grow when a run is continued in chunks; the rest is the recipe.
+    return {k: v for k, v in vars(options).items() if k not in ("max_steps", "max_tokens", "max_minutes")}
+
+
+_SHAPE_FIELDS = ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size",
+                 "max_position_embeddings", "type_vocab_size")
+
+
+def check_checkpoint_fits(checkpoint: Path, bert: Any, metadata: DataMetadata) -> None:
+    """A checkpoint to resume has the model's shape and was trained on data of the same vocabulary: otherwise a
+    resumed run would fail deep in ``load_state_dict``, or silently read every token id as another word."""
+    saved = read_bert_config(checkpoint)
+    changed = [f"{name} {getattr(saved, name)} → {getattr(bert, name)}" for name in _SHAPE_FIELDS
+               if getattr(saved, name) != getattr(bert, name)]
+    if changed:
+        raise BertpreError(f"{checkpoint}: saved with another model shape ({', '.join(changed)}); resume with its "
+                           "model config, start over with --resume never --overwrite true, or start a new run from its "
+                           "weights with --init-from")
+    trained_on = read_trainer_state(checkpoint).vocab_sha256
+    if trained_on and trained_on != metadata.tokenizer.vocab_sha256:
+        raise BertpreError(f"{checkpoint}: trained on data of another vocabulary than {metadata.tokenizer.path} "
+                           "(same size, other tokens); resume on data prepared with the run's own tokenizer")
+
+
+def earlier_run_to_clear(config: PretrainConfig) -> bool:
+    """Whether starting afresh means deleting an earlier run's checkpoints (refused without --overwrite)."""
+    if config.checkpointing.resume != "never" or not list_checkpoints(config.output):
+        return False
+    if not config.checkpointing.overwrite:
+        raise BertpreError(f"{config.output}: holds checkpoints of an earlier run; use resume: auto to continue it, "
+                           "or --overwrite true to start over")
+    return True
