@@ -22,7 +22,7 @@ from bertpre.tasks.glue import glue_table, run_glue
 from bertpre.tasks.metrics import compute_metrics
 from bertpre.tasks.predict import predict
 from bertpre.readers.tables import read_table
-from bertpre.model.bert import Padding
+from bertpre.model.attention import TokenLayout
 from bertpre.training.pretrain import pretrain
 
 from .conftest import REPO, prepare_wiki64, shared_path
@@ -144,8 +144,8 @@ def test_sst2_fine_tunes_and_vanilla_transformers_predicts_the_same(sst2_classif
 def test_mrpc_sentence_pairs_fine_tune_unpadded(exported: Path, tmp_path: Path,
                                                monkeypatch: pytest.MonkeyPatch) -> None:
     unpadded_batches = []
-    of = Padding.of
-    monkeypatch.setattr(Padding, "of", classmethod(lambda cls, mask: unpadded_batches.append(1) or of(mask)))
+    unpad = TokenLayout.unpad
+    monkeypatch.setattr(TokenLayout, "unpad", lambda self, x: unpadded_batches.append(1) or unpad(self, x))
     rows = shared_path("ci/mrpc_dev_first100.tsv")
     summary = finetune(finetune_config(exported, tmp_path / "mrpc", task="mrpc", train_file=str(rows),
                                        eval_file=str(rows), epochs=1, unpad_inputs=True), show_progress=False)

@@ -21,7 +21,8 @@ from bertpre.core.config import load_config
 from bertpre.core.configs import ModelConfig, PretrainConfig
 from bertpre.data.data_order import BatchPlan
 from bertpre.core.errors import BertpreError, ConfigError
-from bertpre.model.bert import BertForPreTraining, Padding, bert_config
+from bertpre.model.attention import TokenLayout
+from bertpre.model.bert import BertForPreTraining, bert_config
 from bertpre.training.optim import Lamb, learning_rate_factor, parameter_groups
 from bertpre.training.preemption import EXIT_PREEMPTED
 from bertpre.training.pretrain import pretrain
@@ -257,8 +258,8 @@ def test_non_finite_steps_are_skipped_then_the_run_stops_with_the_last_good_chec
 def test_unpad_inputs_trains_the_same_as_the_padded_path(wiki_data: Path, tmp_path: Path,
                                                          monkeypatch: pytest.MonkeyPatch) -> None:
     unpadded_batches = []
-    of = Padding.of
-    monkeypatch.setattr(Padding, "of", classmethod(lambda cls, mask: unpadded_batches.append(1) or of(mask)))
+    unpad = TokenLayout.unpad
+    monkeypatch.setattr(TokenLayout, "unpad", lambda self, x: unpadded_batches.append(1) or unpad(self, x))
 
     def losses(unpad: str) -> list[float]:
         config = load_config(PretrainConfig, None, {

@@ -53,6 +53,10 @@ TRACKERS: tuple[str, ...] = ("tensorboard", "wandb", "trackio", "mlflow", "comet
                              "swanlab")
 """Accelerate's experiment trackers (``accelerate.tracking.LOGGER_TYPE_TO_CLASS``), for ``report_to``."""
 
+_ATTENTION_HELP = ("Attention kernel: sdpa (every device; the reference), flex (flex attention's block masks; "
+                   "trains on GPUs, CPU inference only), varlen (CUDA's variable-length kernel on the real tokens, no "
+                   "padding anywhere; needs attention dropout 0), or auto: varlen on a GPU when the model has no "
+                   "attention dropout, else sdpa.")
 _PRECISION_HELP = ("unset: what `accelerate launch` was configured with (its --config_file or `accelerate config`), "
                    "else bf16; CPU runs use fp32 unless this option says bf16.")
 _REPORT_TO_HELP = (f"Where metrics go besides metrics.jsonl: {', '.join(TRACKERS)} (several may be given), `all` "
@@ -386,10 +390,16 @@ class RuntimeOptions:
 
     mixed_precision: Optional[Literal["no", "bf16", "fp16"]] = option(
         None, "bf16 autocast, fp16 with loss scaling, or fp32 (`no`); " + _PRECISION_HELP)
-    compile: bool = option(False, "torch.compile the model.")
+    compile: bool = option(False, "torch.compile the model (in place: checkpoints keep plain parameter names).")
     unpad_inputs: bool = option(False, "Skip padding outside attention: embeddings, projections, feed-forward "
                                 "and LayerNorms run on the real tokens only (same result; faster when "
                                 "batches hold padding).")
+    packing: bool = option(False, "Pack whole sequences side by side into rows of max_seq_length slots, each "
+                           "attending only to itself (positions restart, NSP at each [CLS]): a step reads "
+                           "global_batch_size rows, so more sequences and (almost) no padding.")
+    attention: Literal["auto", "sdpa", "flex", "varlen"] = option("auto", _ATTENTION_HELP)
+    masked_last_layer: bool = option(False, "Run the last layer only at the masked positions and [CLS] "
+                                     "(MosaicBERT's saving; the same loss).")
     max_nonfinite_steps: int = option(20, "Consecutive non-finite steps tolerated before the run stops.")
     cpu: bool = option(False, "Train on the CPU even when a GPU is present.")
 
@@ -510,6 +520,11 @@ class FinetuneConfig:
     report_to: list[str] = option(["tensorboard"], _REPORT_TO_HELP)
     run_name: Optional[str] = option(None, _RUN_NAME_HELP)
     project: str = option("bertpre", _PROJECT_HELP)
+    packing: bool = option(True, "Pack each batch's rows side by side into as few rows as they fit (each attends "
+                           "only to itself, classified at its own [CLS]): the same examples per step, (almost) no "
+                           "padding.")
+    attention: Literal["auto", "sdpa", "flex", "varlen"] = option("auto", _ATTENTION_HELP)
+    compile: bool = option(False, "torch.compile the model (in place; the export is the eager model's).")
     unpad_inputs: bool = option(False, "Skip padding outside attention (same result; faster on batches "
                                 "padded to their longest example).")
     cpu: bool = option(False, "Train on the CPU even when a GPU is present.")
@@ -624,6 +639,9 @@ class PredictConfig:
     column_names: list[str] = option([], "Column names for files without a header row.")
     max_seq_length: int = option(128, "Longest tokenized input.")
     batch_size: int = option(64, "Rows per forward pass.")
+    packing: bool = option(True, "Pack each batch's rows side by side (each attends only to itself): the same "
+                           "predictions, (almost) no padding.")
+    attention: Literal["auto", "sdpa", "flex", "varlen"] = option("auto", _ATTENTION_HELP)
     cpu: bool = option(False, "Predict on the CPU even when a GPU is present.")
     overwrite: bool = option(False, "Replace an existing output file.")
 

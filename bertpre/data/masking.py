@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from typing import Any, Optional, Sequence
 
 from bertpre.data.batching import pad_examples
+from bertpre.data.packing import last_layer_queries, packed_batch, unpadded_index
 from bertpre.core.configs import SPECIAL_TOKENS
 from bertpre.core.errors import BertpreError
 
@@ -34,6 +35,7 @@ class MaskingCollator:
     whole_word: bool = False
     pad_to_multiple_of: int = 8
     continuation: Any = field(default=None, repr=False)  # bool tensor: vocab id → starts with "##"
+    last_layer_queries: bool = False  # also say where the last layer must run (masked positions and [CLS])
 
     @classmethod
     def from_tokenizer(cls, tokenizer, **kwargs: Any) -> "MaskingCollator":  # noqa: ANN001
@@ -62,7 +64,23 @@ class MaskingCollator:
     def __call__(self, examples: Sequence[dict[str, Any]], generator: Any = None) -> dict[str, Any]:
         """Pad and mask ``examples`` with ``generator`` (a seeded ``torch.Generator``)."""
         batch = self.pad(examples)
+        batch.update(unpadded_index(batch["attention_mask"]))
+        return self._masked(batch, generator)
+
+    def pack(self, rows: Sequence[Sequence[dict[str, Any]]], width: int, generator: Any = None) -> dict[str, Any]:
+        """Pack ``rows`` of examples (whole sequences side by side, ``bertpre/data/packing.py``) and mask them;
+        ``next_sentence_label`` has one entry per sequence, in the order of ``cls_positions``."""
+        import torch
+
+        batch = packed_batch(rows, width, self.pad_token_id)
+        batch["next_sentence_label"] = torch.as_tensor([int(e["next_sentence_label"]) for row in rows for e in row],
+                                                       dtype=torch.long)
+        return self._masked(batch, generator)
+
+    def _masked(self, batch: dict[str, Any], generator: Any) -> dict[str, Any]:
         batch.update(self.mask(batch["input_ids"], generator))
+        if self.last_layer_queries:
+            batch.update(last_layer_queries(batch))
         return batch
 
     def pad(self, examples: Sequence[dict[str, Any]]) -> dict[str, Any]:

@@ -145,24 +145,24 @@ def read_safetensors(directory: str | Path) -> dict[str, Tensor]:
 
 
 def load_pretrained(directory: str | Path, task: str = "pretraining", num_labels: int = 2,
-                    unpad_inputs: bool = False, random_init: bool = False,
+                    unpad_inputs: bool = False, random_init: bool = False, attention: str = "sdpa",
                     **config_overrides: object) -> tuple[nn.Module, ImportReport]:
     """Load any Hugging Face BERT directory into our model.
 
     ``directory`` may also be a Hub id, as for ``from_pretrained`` (see ``bertpre/core/resolve.py``).
     ``task`` is ``"pretraining"`` (masked-LM + NSP heads) or ``"classification"`` (``num_labels``
     outputs; 1 = regression). Heads missing from the checkpoint start from BERT's initialisation
-    and are named in the report. ``unpad_inputs`` is the model's runtime option of that name. With
+    and are named in the report. ``unpad_inputs`` and ``attention`` (the kernel) are the model's runtime options. With
     ``random_init`` only the configuration is read: the same architecture, initialised as BERT is.
     """
     directory = model_directory(directory)
     if task == "classification":
         overrides = {"num_labels": num_labels, **config_overrides}
         config = read_bert_config(directory, **overrides)
-        model: nn.Module = BertForSequenceClassification(config, unpad_inputs)
+        model: nn.Module = BertForSequenceClassification(config, unpad_inputs, attention)
     elif task == "pretraining":
         config = read_bert_config(directory, **config_overrides)
-        model = BertForPreTraining(config, unpad_inputs)
+        model = BertForPreTraining(config, unpad_inputs, attention=attention)
     else:
         raise ValueError(f"task must be 'pretraining' or 'classification', got {task!r}")
     if random_init:

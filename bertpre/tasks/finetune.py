@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import functools
 import json
 import math
 import random
@@ -24,18 +25,19 @@ import torch
 
 from bertpre.training.accelerator import (TENSORBOARD_DIR, describe_precision, finish_trackers, make_accelerator, process_state,
                                  start_trackers)
-from bertpre.data.batching import pad_examples
+from bertpre.data.batching import rows_batch
 from bertpre.core.config import save_config
 from bertpre.core.configs import FinetuneConfig
 from bertpre.core.errors import BertpreError
 from bertpre.core.glue_tasks import GLUE_TASKS
+from bertpre.model.attention import choose_kernel
 from bertpre.model.hf_directory import (check_tokenizer_matches, export_model, load_pretrained, read_bert_config,
                                   usable_sequence_length)
 from bertpre.core.io import check_writable_output, write_text_atomically
 from bertpre.tasks.metrics import compute_metrics
 from bertpre.core.metrics_log import METRICS_FILE, append_metrics
 from bertpre.export.model_card import classifier_model_card
-from bertpre.training.optim import build_scheduler, parameter_groups
+from bertpre.training.optim import FUSED_ADAMW_DEVICES, build_scheduler, parameter_groups
 from bertpre.core.resolve import model_directory
 from bertpre.training.sharding import refuse_unsupported_fsdp
 from bertpre.readers.tables import EncodedRows, LabelledData, as_floats, read_table, select_columns
@@ -133,9 +135,11 @@ def _natural_key(value: str) -> tuple:
         return (1, 0.0, value)
 
 
-def collate_labelled(items: list[dict[str, Any]], pad_token_id: int = 0) -> dict[str, torch.Tensor]:
-    """A padded batch of encoded rows, with their labels (floats for regression) when they have them."""
-    batch = pad_examples(items, pad_token_id)
+def collate_labelled(items: list[dict[str, Any]], pad_token_id: int = 0, packing: bool = False) -> dict[str, torch.Tensor]:
+    """A batch of encoded rows with their labels (floats for regression) when they have them: each row padded
+    to the longest (rounded up to 8), or, ``packing``, the rows side by side in as few rows of that width as
+    they fit (``bertpre/data/packing.py``), labels in the rows' own order."""
+    batch = rows_batch(items, pad_token_id, packing)
     if "labels" in items[0]:
         dtype = torch.float if isinstance(items[0]["labels"], float) else torch.long
         batch["labels"] = torch.tensor([item["labels"] for item in items], dtype=dtype)
@@ -198,30 +202,37 @@ def build(config: FinetuneConfig) -> _Run:
     overrides: dict[str, Any] = {"problem_type": "regression" if task.regression else "single_label_classification"}
     if not task.regression:
         overrides.update(id2label=id2label, label2id={name: i for i, name in id2label.items()})
+    kernel = choose_kernel(config.attention, accelerator.device, _attention_dropout(config.model), training=True)
     model, report = load_pretrained(config.model, task="classification", num_labels=num_labels,
-                                    unpad_inputs=config.unpad_inputs, random_init=config.init == "random", **overrides)
+                                    unpad_inputs=config.unpad_inputs, random_init=config.init == "random",
+                                    attention=kernel, **overrides)
     accelerator.print(f"loaded {config.model}: {report.describe()}")
     to_id = {raw: i for i, raw in enumerate(task.label_list)}
     train_labels = task.train.labels if task.regression else [to_id[str(v)] for v in task.train.labels]
     eval_labels = task.evaluation.labels if task.regression else [to_id[str(v)] for v in task.evaluation.labels]
     train_set = EncodedRows(tokenizer, task.train, config.max_seq_length, train_labels)
     eval_set = EncodedRows(tokenizer, task.evaluation, config.max_seq_length, eval_labels)
-    collate = lambda items: collate_labelled(items, tokenizer.pad_token_id)  # noqa: E731
+    collate = functools.partial(collate_labelled, pad_token_id=tokenizer.pad_token_id, packing=config.packing)
     train_loader = torch.utils.data.DataLoader(train_set, batch_size=config.per_device_batch_size, shuffle=True,
                                                collate_fn=collate, generator=torch.Generator().manual_seed(config.seed))
     eval_loader = torch.utils.data.DataLoader(eval_set, batch_size=config.per_device_batch_size * 2,
                                               collate_fn=collate)
-    use_cpu = accelerator.device.type == "cpu"
     optimizer = torch.optim.AdamW(parameter_groups(model, config.weight_decay), lr=config.learning_rate,
-                                  fused=not use_cpu)
+                                  fused=accelerator.device.type in FUSED_ADAMW_DEVICES)
     steps_per_epoch = math.ceil(len(train_loader) / config.gradient_accumulation_steps)
     total_steps = steps_per_epoch * config.epochs
     scheduler = build_scheduler(optimizer, int(config.warmup_fraction * total_steps), total_steps, "linear")
     model, optimizer, train_loader, eval_loader, scheduler = accelerator.prepare(
         model, optimizer, train_loader, eval_loader, scheduler)
+    if config.compile:  # in place: the weights keep their names, and the export is the eager model's
+        accelerator.unwrap_model(model).compile()
     start_trackers(accelerator, config.output, config.project, config.run_name, dataclasses.asdict(config))
     return _Run(config, task, accelerator, model, optimizer, scheduler, train_loader, eval_loader,
                 len(train_set), len(eval_set))
+
+
+def _attention_dropout(model_dir: str) -> float:
+    return float(read_bert_config(model_dir).attention_probs_dropout_prob)
 
 
 def check_task(config: FinetuneConfig) -> None:

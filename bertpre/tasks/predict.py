@@ -10,9 +10,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from bertpre.data.batching import pad_examples
+from bertpre.data.batching import rows_batch
 from bertpre.core.configs import PredictConfig
 from bertpre.core.errors import BertpreError
+from bertpre.model.attention import choose_kernel
 from bertpre.model.hf_directory import load_pretrained, read_bert_config, usable_sequence_length
 from bertpre.core.io import write_text_atomically
 from bertpre.tasks.metrics import compute_metrics
@@ -41,8 +42,9 @@ def predict(config: PredictConfig) -> dict[str, Any]:
     data = select_columns(rows, config.text_column, config.text_pair_column, config.label_column, config.input)
     regression = hf_config.num_labels == 1
     truth = _gold_labels(data, hf_config, config) if data.labels is not None else None
-    model, _ = load_pretrained(config.model, task="classification", num_labels=hf_config.num_labels)
     device = _device(config)
+    kernel = choose_kernel(config.attention, device, 0.0, training=False)
+    model, _ = load_pretrained(config.model, task="classification", num_labels=hf_config.num_labels, attention=kernel)
     model.to(device).eval()
     tokenizer = load_tokenizer(config.model)
     dataset = EncodedRows(tokenizer, data, config.max_seq_length, None)
@@ -50,8 +52,8 @@ def predict(config: PredictConfig) -> dict[str, Any]:
     outputs = []
     with torch.no_grad():
         for start in range(0, len(dataset), config.batch_size):
-            batch = pad_examples([dataset[i] for i in range(start, min(len(dataset), start + config.batch_size))],
-                                 tokenizer.pad_token_id)
+            batch = rows_batch([dataset[i] for i in range(start, min(len(dataset), start + config.batch_size))],
+                               tokenizer.pad_token_id, config.packing)
             logits = model(**{k: v.to(device) for k, v in batch.items()}).logits.float().cpu()
             if regression:
                 outputs += [{"score": float(v)} for v in logits.squeeze(-1)]

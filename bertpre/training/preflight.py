@@ -18,6 +18,7 @@ from bertpre.core.config import load_config
 from bertpre.core.configs import PretrainConfig
 from bertpre.core.errors import BertpreError
 from bertpre.core.resolve import model_directory
+from bertpre.data.data_order import PackedRows
 from bertpre.data.dataset import PretrainingData, split_files
 from bertpre.data.metadata import DataMetadata, read_data_metadata
 from bertpre.model.bert import bert_config
@@ -40,6 +41,7 @@ class CheckedRun:
     resume_from: Optional[Path]
     clear_earlier_run: bool  # resume: never with --overwrite over checkpoints of an earlier run
     world_size: int
+    packed_rows: Optional[PackedRows] = None  # with packing: every sequence's row
 
 
 def preflight(config: PretrainConfig) -> CheckedRun:
@@ -54,12 +56,15 @@ def preflight(config: PretrainConfig) -> CheckedRun:
     train_data = PretrainingData(config.data, "train", metadata)  # damaged data
     eval_data = optional_eval_data(config.data, metadata)
     world_size = process_state(config.runtime.cpu).num_processes
-    check_batch_sizes(config, world_size, len(train_data))
+    packed_rows = PackedRows.of(train_data.lengths(), metadata.max_seq_length, config.seed) \
+        if config.runtime.packing else None
+    check_batch_sizes(config, world_size, len(packed_rows) if packed_rows is not None else len(train_data),
+                      "rows of packed" if packed_rows is not None else "prepared")
     resume_from = resume_point(config)
     if resume_from is not None:
         check_checkpoint_fits(resume_from, bert, metadata)
     return CheckedRun(config, metadata, bert, train_data, eval_data, resume_from, earlier_run_to_clear(config),
-                      world_size)
+                      world_size, packed_rows)
 
 
 def check_tokenizer_copy(metadata: DataMetadata) -> None:
@@ -113,15 +118,16 @@ def optional_eval_data(path: str, metadata: DataMetadata) -> Optional[Pretrainin
     return data if len(data) else None
 
 
-def check_batch_sizes(config: PretrainConfig, world_size: int, examples: int) -> None:
-    """The global batch splits evenly over processes and micro-batches, and the data holds one batch."""
+def check_batch_sizes(config: PretrainConfig, world_size: int, examples: int, kind: str = "prepared") -> None:
+    """The global batch splits evenly over processes and micro-batches, and the data holds one batch (of
+    sequences, or of packed rows)."""
     batches = config.batches
     if batches.global_batch_size % (batches.per_device_batch_size * world_size):
         raise BertpreError(f"global_batch_size: {batches.global_batch_size} is not divisible by "
                            f"per_device_batch_size × processes = {batches.per_device_batch_size} × {world_size}")
     if examples < batches.global_batch_size:
-        raise BertpreError(f"global_batch_size: {batches.global_batch_size} exceeds the {examples} "
-                           "prepared training examples; prepare more data or use a smaller batch")
+        raise BertpreError(f"global_batch_size: {batches.global_batch_size} exceeds the {examples} {kind} "
+                           "training examples; prepare more data or use a smaller batch")
 
 
 def resume_point(config: PretrainConfig) -> Optional[Path]:

@@ -40,6 +40,7 @@ from bertpre.core.seeding import mix_seed
 from bertpre.data.data_order import BatchPlan, MicroBatches, micro_batch_loader
 from bertpre.data.dataset import PretrainingData
 from bertpre.data.masking import MaskingCollator
+from bertpre.model.attention import choose_kernel
 from bertpre.model.bert import BertForPreTraining
 from bertpre.model.flops import gpu_peak_flops, training_flops_per_token
 from bertpre.model.hf_directory import load_encoder_weights, read_safetensors
@@ -213,13 +214,20 @@ def build(config: PretrainConfig) -> _Run:
                                               whole_word=config.masking.whole_word_mask)
     eval_collator = MaskingCollator.from_tokenizer(tokenizer, mlm_probability=config.masking.eval_mlm_probability,
                                                    whole_word=config.masking.whole_word_mask)
+    runtime = config.runtime
+    collator.last_layer_queries = runtime.masked_last_layer
     plan = BatchPlan(len(train_data), batches.global_batch_size, batches.per_device_batch_size, world, config.seed,
-                     lengths=train_data.lengths() if batches.bucket_by_length else None)
+                     lengths=train_data.lengths() if batches.bucket_by_length else None, packed=checked.packed_rows)
+    if checked.packed_rows is not None:
+        accelerator.print(f"packing: {len(train_data):,} sequences in {len(checked.packed_rows):,} rows of "
+                          f"{checked.packed_rows.capacity} slots ({checked.packed_rows.fill(train_data.lengths()):.1%} "
+                          f"real tokens, {len(train_data) / len(checked.packed_rows):.2f} sequences a row)")
     schedule = config.schedule
-    total_steps = _total_steps(config, train_data)
+    total_steps = _total_steps(config, train_data, plan)
 
-    model = BertForPreTraining(bert, unpad_inputs=config.runtime.unpad_inputs,
-                               next_sentence=config.objective == "mlm_nsp")
+    kernel = choose_kernel(runtime.attention, accelerator.device, bert.attention_probs_dropout_prob, training=True)
+    model = BertForPreTraining(bert, unpad_inputs=runtime.unpad_inputs, next_sentence=config.objective == "mlm_nsp",
+                               attention=kernel)
     if config.init_from and resume_from is None:
         accelerator.print(_load_initial_weights(config.init_from, model))
     embedding_seconds = 0.0
@@ -248,8 +256,8 @@ def build(config: PretrainConfig) -> _Run:
         scheduler = build_scheduler(optimizer, schedule.warmup_steps, schedule.schedule_steps or total_steps,
                                     schedule.lr_schedule)
     model, optimizer = accelerator.prepare(model, optimizer)
-    if config.runtime.compile:
-        model = torch.compile(model)
+    if runtime.compile:  # in place: the state dict keeps its names, so checkpoints are those of the eager model
+        accelerator.unwrap_model(model).compile()
 
     if resume_from is not None:
         vars(state).update(vars(load_checkpoint(resume_from, accelerator, model, optimizer, scheduler)))
@@ -275,7 +283,7 @@ def fit(run: _Run, stop_requests: StopRequests, show_progress: bool = True) -> t
     Returns why it stopped, the last logged metrics and the stop signal all ranks acted on ('' if none).
     """
     config, accelerator, model, state = run.config, run.accelerator, run.model, run.state
-    world, accumulation = accelerator.num_processes, run.plan.accumulation_steps
+    accumulation = run.plan.accumulation_steps
     dataset = MicroBatches(run.train_data, run.plan, run.collator, accelerator.process_index)
     batches = micro_batch_loader(dataset, state.step * accumulation, run.total_steps * accumulation,
                                  config.batches.num_workers)
@@ -291,9 +299,9 @@ def fit(run: _Run, stop_requests: StopRequests, show_progress: bool = True) -> t
         step_metrics = _train_step(model, run.optimizer, batches, accelerator, accumulation, config)
         state.elapsed_seconds = elapsed_before + time.perf_counter() - run_started
         run.scheduler.step()
-        all_tokens = _tokens_of_every_process(step_metrics["tokens"], accelerator)
-        _update_state(state, step_metrics, all_tokens, config)
-        window.add(all_tokens, step_metrics["sequences"] * world)
+        all_tokens, all_sequences = _of_every_process(step_metrics["tokens"], step_metrics["sequences"], accelerator)
+        _update_state(state, step_metrics, all_tokens, all_sequences)
+        window.add(all_tokens, all_sequences)
         if step_metrics["skipped"]:
             accelerator.print(f"step {state.step}: non-finite loss or gradients, step skipped "
                               f"({state.consecutive_nonfinite} in a row)")
@@ -347,13 +355,14 @@ def finish(run: _Run, stopped_because: str, last_metrics: dict[str, float], stop
 _UNBOUNDED = 2**62  # a run with only a time budget: the loop ends when the time is up
 
 
-def _total_steps(config: PretrainConfig, train_data: PretrainingData) -> int:
+def _total_steps(config: PretrainConfig, train_data: PretrainingData, plan: BatchPlan) -> int:
     schedule = config.schedule
     if schedule.max_steps:
         return schedule.max_steps
-    if schedule.max_tokens:
-        mean_length = float(train_data.lengths().mean())
-        return math.ceil(schedule.max_tokens / (config.batches.global_batch_size * mean_length))
+    if schedule.max_tokens:  # a step's tokens: its share of the sequences (or packed rows) of the data
+        units = len(plan.packed) if plan.packed is not None else len(train_data)
+        tokens_per_step = config.batches.global_batch_size * float(train_data.lengths().sum()) / units
+        return math.ceil(schedule.max_tokens / tokens_per_step)
     return _UNBOUNDED
 
 
@@ -408,10 +417,7 @@ def _train_step(model: nn.Module, optimizer: Any, batches: Iterator[dict], accel
         context = contextlib.nullcontext() if sync else accelerator.no_sync(model)
         with context:
             with accelerator.autocast():
-                output = model(input_ids=batch["input_ids"], token_type_ids=batch["token_type_ids"],
-                               attention_mask=batch["attention_mask"], masked_positions=batch["masked_positions"],
-                               masked_labels=batch["masked_labels"],
-                               next_sentence_label=batch["next_sentence_label"] if with_nsp else None)
+                output = model(**model_inputs(batch, with_nsp))
             loss = output.loss
             finite &= bool(torch.isfinite(loss.detach()))
             accelerator.backward(loss / accumulation)
@@ -422,7 +428,7 @@ def _train_step(model: nn.Module, optimizer: Any, batches: Iterator[dict], accel
         sums["masked"] += batch["masked_labels"].numel()
         sums["tokens"] += int(batch["attention_mask"].sum())
         sums["slots"] += batch["attention_mask"].numel()
-        sums["sequences"] += batch["input_ids"].shape[0]
+        sums["sequences"] += batch["next_sentence_label"].numel()  # one label a sequence, packed or not
     if config.optimization.max_grad_norm > 0:
         grad_norm = accelerator.clip_grad_norm_(model.parameters(), config.optimization.max_grad_norm)
     else:
@@ -442,17 +448,26 @@ def _train_step(model: nn.Module, optimizer: Any, batches: Iterator[dict], accel
     return sums
 
 
-def _tokens_of_every_process(tokens: int, accelerator: Any) -> int:
-    """This step's real (non-padding) tokens over all processes: each read sequences of other lengths."""
+def model_inputs(batch: dict[str, torch.Tensor], with_nsp: bool) -> dict[str, torch.Tensor]:
+    """What the model takes of a training batch: the compact masked-LM form (not the dense labels), the packed
+    layout when the rows are packed, and the NSP labels when the objective has them."""
+    return {key: value for key, value in batch.items()
+            if key != "labels" and (with_nsp or key != "next_sentence_label")}
+
+
+def _of_every_process(tokens: int, sequences: int, accelerator: Any) -> tuple[int, int]:
+    """This step's real (non-padding) tokens and its sequences over all processes: each read other lengths
+    (and, packed, other numbers of sequences)."""
     if accelerator.num_processes == 1:
-        return tokens
-    return int(accelerator.reduce(torch.tensor(tokens, device=accelerator.device), reduction="sum").item())
+        return tokens, sequences
+    total = accelerator.reduce(torch.tensor([tokens, sequences], device=accelerator.device), reduction="sum")
+    return int(total[0].item()), int(total[1].item())
 
 
-def _update_state(state: TrainerState, metrics: dict[str, float], all_tokens: int, config: PretrainConfig) -> None:
+def _update_state(state: TrainerState, metrics: dict[str, float], all_tokens: int, all_sequences: int) -> None:
     state.step += 1
     state.tokens_seen += all_tokens
-    state.sequences_seen += config.batches.global_batch_size
+    state.sequences_seen += all_sequences
     state.skipped_steps += int(metrics["skipped"])
     state.consecutive_nonfinite = state.consecutive_nonfinite + 1 if metrics["nonfinite"] else 0
 
