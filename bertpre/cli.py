@@ -174,8 +174,13 @@ def _run_bench(args: argparse.Namespace) -> int:
     from bertpre.runners.bench import bench_json, bench_table, curve_table, run_bench, run_loss_curves
 
     config = config_from_args(BenchConfig, args)
-    report = run_loss_curves(config) if config.curve_steps else run_bench(config)
-    table = curve_table if config.curve_steps else bench_table
+    if config.workload == "finetune":
+        from bertpre.runners.finetune_bench import finetune_bench_table, run_finetune_bench
+
+        report, table = run_finetune_bench(config), finetune_bench_table
+    else:
+        report = run_loss_curves(config) if config.curve_steps else run_bench(config)
+        table = curve_table if config.curve_steps else bench_table
     print(bench_json(report) if config.json else table(report))
     if config.save_json:
         Path(config.save_json).parent.mkdir(parents=True, exist_ok=True)

@@ -43,10 +43,17 @@ def test_bench_on_real_variable_length_batches_measures_their_padding(wiki64: Pa
                                    data=str(wiki64)))
     assert report["seq_length"] <= 64 and "real data" in report["mode"]
     assert 0.05 < report["padding_fraction"] < 0.9
+    by_name = {r["name"]: r for r in report["results"]}
+    assert list(by_name) == ["hf sdpa", "bertpre", "bertpre + unpad", "bertpre + packed", "bertpre + packed + last"]
     for result in report["results"]:  # 8 steps cycle once through the 8 batches the padding was measured on
         assert result["nonpad_tokens_per_second"] == pytest.approx(
-            result["tokens_per_second"] * (1 - report["padding_fraction"]), rel=1e-6)
-    assert report["results"][2]["final_loss"] == pytest.approx(report["results"][1]["final_loss"], rel=0.05)
+            result["tokens_per_second"] * (1 - result["padding_fraction"]), rel=1e-6)
+    for name in ("hf sdpa", "bertpre", "bertpre + unpad"):
+        assert by_name[name]["padding_fraction"] == pytest.approx(report["padding_fraction"], rel=1e-6)
+    for name in ("bertpre + packed", "bertpre + packed + last"):  # the same sequences in fewer slots
+        assert by_name[name]["padding_fraction"] < report["padding_fraction"]
+        assert by_name[name]["final_loss"] == pytest.approx(by_name["bertpre"]["final_loss"], rel=0.1)
+    assert by_name["bertpre + unpad"]["final_loss"] == pytest.approx(by_name["bertpre"]["final_loss"], rel=0.05)
 
 
 def test_loss_curves_of_our_variants_match_the_reference_on_real_batches(wiki64: Path) -> None:
@@ -87,3 +94,34 @@ def test_flops_per_token_and_gpu_peaks() -> None:
     assert gpu_peak_flops("Some Future GPU") is None
     with pytest.raises(ConfigError, match="seq_length"):
         BenchConfig(seq_length=1024)
+
+
+def test_fine_tuning_bench_runs_both_sides_on_the_same_rows(tmp_path: Path) -> None:
+    """A whole fine-tuning run against a plain transformers loop (CPU smoke test: no timing claims)."""
+    from transformers import BertConfig
+
+    from bertpre.model.bert import BertForPreTraining
+    from bertpre.model.hf_directory import export_model
+    from bertpre.runners.finetune_bench import finetune_bench_table, run_finetune_bench
+
+    from .conftest import REPO
+
+    vocab = (REPO / "tokenizer" / "vocab.txt").read_text(encoding="utf-8").splitlines()
+    config = BertConfig(vocab_size=len(vocab), hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                        intermediate_size=64)
+    export_model(BertForPreTraining(config), tmp_path / "model", tokenizer_dir=REPO / "tokenizer")
+    rows = [{"sentence": ("a good film " * (1 + i % 9)) if i % 2 else "bad " * (1 + i % 4), "label": str(i % 2)}
+            for i in range(80)]
+    table = tmp_path / "rows.jsonl"
+    table.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    report = run_finetune_bench(BenchConfig(workload="finetune", model=str(tmp_path / "model"), train_file=str(table),
+                                            eval_file=str(table), text_column="sentence", max_train_samples=64,
+                                            finetune_batch_size=16, cpu=True))
+    names = [r["name"] for r in report["results"]]
+    assert names == ["transformers loop", "bertpre padded", "bertpre packed"]
+    by_name = {r["name"]: r for r in report["results"]}
+    assert by_name["bertpre packed"]["padding_fraction"] < by_name["bertpre padded"]["padding_fraction"] / 2
+    assert by_name["transformers loop"]["padding_fraction"] > 0.2  # padded to each batch's longest row
+    for result in report["results"]:
+        assert 0 <= result["accuracy"] <= 1 and result["examples_per_second"] > 0
+    assert "× loop" in finetune_bench_table(report)

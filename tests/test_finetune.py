@@ -137,6 +137,11 @@ def test_sst2_fine_tunes_and_vanilla_transformers_predicts_the_same(sst2_classif
     assert metrics["rows"] == 200 and "accuracy" in metrics and "f1" in metrics
     assert [o["label_id"] for o in ours[:40]] == logits.argmax(-1).tolist()
     np.testing.assert_allclose([o["score"] for o in ours[:40]], logits.softmax(-1).max(-1).values.numpy(), atol=1e-5)
+    predict(PredictConfig(model=str(model_dir), input=str(shared_path("ci/sst2_dev_first200.tsv")), packing=False,
+                          output=str(tmp_path / "padded.jsonl"), text_column="sentence"))
+    padded = [json.loads(line) for line in (tmp_path / "padded.jsonl").read_text().splitlines()]
+    assert [o["label_id"] for o in padded] == [o["label_id"] for o in ours]  # packed rows predict as padded ones
+    np.testing.assert_allclose([o["score"] for o in padded], [o["score"] for o in ours], atol=1e-5)
     classify = pipeline("text-classification", model=str(model_dir))
     assert [p["label"] for p in classify([r["sentence"] for r in rows[:5]])] == [o["label"] for o in ours[:5]]
 

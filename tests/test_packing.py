@@ -223,3 +223,68 @@ def test_gpu_kernels_train_like_sdpa_on_packed_rows(kernel: str) -> None:
     torch.testing.assert_close(results[1][0], results[0][0], atol=1e-4, rtol=1e-4)
     for got, want in zip(results[1][1], results[0][1]):
         torch.testing.assert_close(got, want, atol=1e-4, rtol=1e-3)
+
+
+# ---- packed pretraining: the data order and a run ---------------------------------------------
+
+
+def test_packed_rows_hold_every_sequence_once_and_steps_visit_every_row_once_an_epoch() -> None:
+    import numpy as np
+
+    from bertpre.data.data_order import BatchPlan, PackedRows
+
+    lengths = np.random.default_rng(0).integers(8, 60, size=3000)
+    rows = PackedRows.of(lengths, 128, seed=5)
+    assert sorted(rows.members.tolist()) == list(range(3000))
+    assert all(lengths[rows.row(r)].sum() <= 128 for r in range(len(rows)))
+    assert rows.fill(lengths) > 0.97 and len(rows) < 3000 / 3
+    assert np.array_equal(PackedRows.of(lengths, 128, seed=5).members, rows.members)  # a pure function of the seed
+    one = BatchPlan(3000, 32, 8, world_size=1, seed=3, packed=rows)
+    two = BatchPlan(3000, 32, 16, world_size=2, seed=3, packed=rows)
+    assert one.steps_per_epoch == len(rows) // 32
+    epoch = np.concatenate([one.indices(s, m, 0) for s in range(one.steps_per_epoch) for m in range(4)])
+    assert len(np.unique(epoch)) == len(epoch) == one.steps_per_epoch * 32  # rows, each once
+    for step in (0, 3, one.steps_per_epoch + 1):
+        assert np.array_equal(np.concatenate([one.indices(step, m, 0) for m in range(4)]),
+                              np.concatenate([two.indices(step, m, r) for m in range(2) for r in range(2)]))
+
+
+@pytest.fixture(scope="module")
+def short_documents(tmp_path_factory: pytest.TempPathFactory):
+    """Pairs of 128 slots from documents of one paragraph: the speeches' paragraphs, mostly far shorter."""
+    from .conftest import prepare_wiki64
+
+    return prepare_wiki64(tmp_path_factory.mktemp("short") / "data", max_seq_length=128, short_seq_prob=0.6,
+                          eval_fraction=0.1)
+
+
+def run(data, output, **options: str):
+    from bertpre.core.config import load_config
+    from bertpre.core.configs import PretrainConfig
+    from bertpre.training.pretrain import pretrain
+
+    settings = {"data": str(data), "output": str(output), "model": "tiny", "global_batch_size": "8",
+                "per_device_batch_size": "4", "warmup_steps": "2", "eval_every": "0", "log_every": "1",
+                "report_to": "none", "cpu": "true", "num_workers": "0", "packing": "true", **options}
+    return pretrain(load_config(PretrainConfig, None, settings), show_progress=False)
+
+
+def test_a_packed_run_reads_more_sequences_per_step_and_resumes_exactly(short_documents, tmp_path) -> None:
+    import json
+
+    from safetensors.torch import load_file
+
+    from bertpre.training.checkpoint import list_checkpoints
+
+    whole = run(short_documents, tmp_path / "whole", max_steps="8", schedule_steps="8")
+    lines = [json.loads(line) for line in (tmp_path / "whole" / "metrics.jsonl").read_text().splitlines()]
+    steps = [line for line in lines if "loss" in line]
+    assert len(steps) == 8 and all(line["padding_fraction"] < 0.1 for line in steps)
+    assert whole.tokens_seen > 8 * 8 * 64  # more than half of each step's slots hold real tokens
+    state = json.loads((list_checkpoints(tmp_path / "whole")[-1] / "trainer_state.json").read_text())
+    assert state["sequences_seen"] > 8 * 8  # more sequences than rows: several share a row
+    run(short_documents, tmp_path / "parts", max_steps="4", schedule_steps="8")
+    run(short_documents, tmp_path / "parts", max_steps="8", schedule_steps="8")  # resumes at step 4
+    weights = [load_file(str(list_checkpoints(tmp_path / name)[-1] / "model.safetensors")) for name in ("whole", "parts")]
+    assert weights[0].keys() == weights[1].keys()
+    assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])

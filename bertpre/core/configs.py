@@ -670,6 +670,26 @@ class BenchConfig:
     learning_rate: float = option(5e-4, "Peak learning rate of the loss-curve comparison (AdamW, 10% warm-up, "
                                   "linear decay).")
     data: Optional[str] = option(None, "Prepared dataset: time real variable-length batches instead of synthetic.")
+    packing: bool = option(True, "With --data: also time our model on the same sequences packed into rows of the "
+                           "prepared length (non-padding tokens/s compare).")
+    masked_last_layer: bool = option(True, "With --data: also time packing with the last layer at masked positions "
+                                     "and [CLS] only.")
+    workload: Literal["pretrain", "finetune"] = option(
+        "pretrain", "What to time: pretraining steps (against BertForPreTraining), or a whole fine-tuning run "
+        "(against a plain transformers loop; needs --model, --train-file, --eval-file).")
+    model: Optional[str] = option(None, "Fine-tuning: the model directory (or Hub id) both sides start from.")
+    train_file: Optional[str] = option(None, "Fine-tuning: training rows (.csv, .tsv, .jsonl, .parquet).")
+    eval_file: Optional[str] = option(None, "Fine-tuning: evaluation rows, scored by accuracy.")
+    text_column: str = option("text", "Fine-tuning: column of the (first) sentence.")
+    text_pair_column: Optional[str] = option(None, "Fine-tuning: column of the second sentence of a pair.")
+    label_column: str = option("label", "Fine-tuning: column of the label.")
+    max_train_samples: Optional[int] = option(None, "Fine-tuning: a seeded subset of this many training rows.")
+    epochs: int = option(1, "Fine-tuning: epochs.")
+    finetune_batch_size: int = option(32, "Fine-tuning: examples per step.")
+    finetune_learning_rate: float = option(5e-5, "Fine-tuning: peak learning rate (AdamW, 10% warm-up, linear decay).")
+    finetune_max_length: int = option(128, "Fine-tuning: longest tokenized input.")
+    finetune_variants: list[str] = option(["padded", "packed"], "Fine-tuning: bertpre's configurations to time "
+                                          "(padded, packed, packed-bf16, packed-compile).")
     cpu: bool = option(False, "Run on the CPU (a smoke test; no timing claims).")
     json: bool = option(False, "Print JSON instead of the table.")
     save_json: Optional[str] = option(None, "Also write the JSON report to this file.")

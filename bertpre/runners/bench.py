@@ -28,10 +28,11 @@ from bertpre.core.errors import BertpreError
 from bertpre.model.flops import gpu_peak_flops, training_flops_per_token
 from bertpre.model.hf_format import to_hf_state_dict
 from bertpre.data.masking import MaskingCollator
+from bertpre.data.packing import last_layer_queries, pack_lengths
 from bertpre.model.bert import BertForPreTraining, bert_config
 from bertpre.training.optim import learning_rate_factor
 
-Variant = tuple[str, Callable[[], torch.nn.Module], Callable, bool]  # name, build, step function, compiled
+Variant = tuple[str, Callable[[], torch.nn.Module], Callable, bool, str]  # name, build, step, compiled, layout
 
 
 @dataclass
@@ -46,6 +47,7 @@ class BenchResult:
     peak_memory_gb: Optional[float]
     step_ms: float
     final_loss: float
+    padding_fraction: float = 0.0  # of the slots this variant's batches hold
 
 
 def _training_examples(config: BenchConfig) -> PretrainingData:
@@ -70,17 +72,28 @@ def _environment_line(report: dict[str, Any]) -> str:
     return f"{report['date']}  {report['device']}  torch {report['torch']}  transformers {report['transformers']}"
 
 
-def _batches(config: BenchConfig, vocab_size: int, device: torch.device) -> tuple[list[dict[str, torch.Tensor]], str]:
-    """Masked batches: synthetic fixed-length ones, or real variable-length ones from prepared data."""
+def _batches(config: BenchConfig, vocab_size: int,
+             device: torch.device) -> tuple[dict[str, list[dict[str, torch.Tensor]]], str]:
+    """Masked batches by layout: synthetic fixed-length padded ones, or real variable-length ones from prepared
+    data, padded, and the same sequences packed into rows of the prepared length (with and without the last
+    layer's queries)."""
     generator = torch.Generator().manual_seed(0)
     collator = MaskingCollator(vocab_size=vocab_size, mlm_probability=config.mlm_probability)
     batches = []
+    layouts: dict[str, list[dict[str, torch.Tensor]]] = {}
     if config.data:
         data = _training_examples(config)
         order = torch.randperm(len(data), generator=generator)
+        packed, queried = [], []
         for b in range(min(8, len(data) // config.batch_size)):
             indices = order[b * config.batch_size:(b + 1) * config.batch_size]
-            batches.append(collator([data.example(int(i)) for i in indices], generator=generator))
+            examples = [data.example(int(i)) for i in indices]
+            batches.append(collator(examples, generator=generator))
+            rows = pack_lengths([len(e["input_ids"]) for e in examples], data.max_seq_length)
+            packed.append(collator.pack([[examples[i] for i in row] for row in rows], data.max_seq_length,
+                                        generator=generator))
+            queried.append({**packed[-1], **last_layer_queries(packed[-1])})
+        layouts.update(packed=packed, queried=queried)
         mode = f"real data from {config.data} (max {data.max_seq_length} tokens)"
     else:
         for _ in range(4):
@@ -94,15 +107,15 @@ def _batches(config: BenchConfig, vocab_size: int, device: torch.device) -> tupl
         width = batches[0]["input_ids"].shape[1]  # the collator pads to a multiple of 8 (tensor cores)
         mode = f"synthetic, {config.seq_length} tokens, " + ("no padding" if width == config.seq_length
                                                              else f"padded to {width}")
-    moved = [{k: v.to(device, non_blocking=True) for k, v in batch.items()} for batch in batches]
+    layouts["padded"] = batches
+    moved = {layout: [{k: v.to(device, non_blocking=True) for k, v in batch.items()} for batch in group]
+             for layout, group in layouts.items()}
     return moved, mode
 
 
 def _ours_step(model: torch.nn.Module) -> Callable[[dict[str, torch.Tensor]], torch.Tensor]:
     def step(batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        return model(input_ids=batch["input_ids"], token_type_ids=batch["token_type_ids"],
-                     attention_mask=batch["attention_mask"], masked_positions=batch["masked_positions"],
-                     masked_labels=batch["masked_labels"], next_sentence_label=batch["next_sentence_label"]).loss
+        return model(**{k: v for k, v in batch.items() if k != "labels"}).loss  # the compact masked-LM form
     return step
 
 
@@ -141,7 +154,7 @@ def _time_variant(name: str, model: torch.nn.Module, step_fn: Callable, batches:
     for i in range(config.steps):
         batch = batches[i % len(batches)]
         loss = train_step(batch)
-        sequences += batch["input_ids"].shape[0]
+        sequences += batch["next_sentence_label"].numel()  # one label a sequence, packed or not
         tokens += batch["input_ids"].numel()
         nonpad += int(batch["attention_mask"].sum())
     _synchronize(device)
@@ -151,7 +164,7 @@ def _time_variant(name: str, model: torch.nn.Module, step_fn: Callable, batches:
         name=name, sequences_per_second=sequences / seconds, tokens_per_second=tokens / seconds,
         nonpad_tokens_per_second=nonpad_rate, mfu=nonpad_rate * flops_per_token / peak if peak else None,
         peak_memory_gb=torch.cuda.max_memory_allocated() / 2**30 if device.type == "cuda" else None,
-        step_ms=1000 * seconds / config.steps, final_loss=float(loss.detach()))
+        step_ms=1000 * seconds / config.steps, final_loss=float(loss.detach()), padding_fraction=1 - nonpad / tokens)
 
 
 def _synchronize(device: torch.device) -> None:
@@ -183,13 +196,20 @@ def _model_variants(config: BenchConfig, hf_config: Any, device: torch.device) -
         return model.to(device)
 
     variants: list[Variant] = [
-        ("hf sdpa", fresh_reference, _reference_step, False), ("bertpre", fresh_ours, _ours_step, False)]
+        ("hf sdpa", fresh_reference, _reference_step, False, "padded"),
+        ("bertpre", fresh_ours, _ours_step, False, "padded")]
     if config.compile_reference:
-        variants.insert(1, ("hf sdpa + compile", fresh_reference, _reference_step, True))
+        variants.insert(1, ("hf sdpa + compile", fresh_reference, _reference_step, True, "padded"))
     if config.unpad:
-        variants.append(("bertpre + unpad", lambda: fresh_ours(unpad_inputs=True), _ours_step, False))
+        variants.append(("bertpre + unpad", lambda: fresh_ours(unpad_inputs=True), _ours_step, False, "padded"))
     if config.compile:
-        variants.append(("bertpre + compile", fresh_ours, _ours_step, True))
+        variants.append(("bertpre + compile", fresh_ours, _ours_step, True, "padded"))
+    if config.data and config.packing and not config.curve_steps:
+        variants.append(("bertpre + packed", fresh_ours, _ours_step, False, "packed"))
+        if config.masked_last_layer:
+            variants.append(("bertpre + packed + last", fresh_ours, _ours_step, False, "queried"))
+        if config.compile:
+            variants.append(("bertpre + packed + compile", fresh_ours, _ours_step, True, "packed"))
     return variants
 
 
@@ -204,17 +224,19 @@ def run_bench(config: BenchConfig) -> dict[str, Any]:
     device = _device(config)
     model_config = ModelConfig.of_size(config.model_size)
     hf_config = bert_config(model_config)
-    batches, mode = _batches(config, model_config.vocab_size, device)
+    layouts, mode = _batches(config, model_config.vocab_size, device)
+    batches = layouts["padded"]
     seq_length = round(sum(batch["input_ids"].shape[1] for batch in batches) / len(batches))  # real batches vary
     flops_per_token = training_flops_per_token(hf_config, seq_length, config.mlm_probability)
     peak = gpu_peak_flops(torch.cuda.get_device_name(device)) if device.type == "cuda" else None
     results = []
-    for name, build, step_builder, compiled in _model_variants(config, hf_config, device):
+    for name, build, step_builder, compiled, layout in _model_variants(config, hf_config, device):
         model = build()
-        runnable = torch.compile(model) if compiled else model
-        results.append(_time_variant(name, model, step_builder(runnable), batches, config, device,
+        if compiled:  # in place, with dynamic shapes, as `bertpre pretrain --compile true` does
+            model.compile(dynamic=True)
+        results.append(_time_variant(name, model, step_builder(model), layouts[layout], config, device,
                                      flops_per_token, peak))
-        del model, runnable
+        del model
         _release(device)
     nonpad = sum(int(b["attention_mask"].sum()) for b in batches) / sum(b["attention_mask"].numel() for b in batches)
     return {**_environment(config, device),
@@ -319,7 +341,7 @@ def run_loss_curves(config: BenchConfig) -> dict[str, Any]:
     hf_config = bert_config(model_config)
     batches = _CurveBatches(config, model_config.vocab_size, device)
     curves = {}
-    for name, build, step_builder, compiled in _model_variants(config, hf_config, device):
+    for name, build, step_builder, compiled, _layout in _model_variants(config, hf_config, device):
         model = build()
         torch.manual_seed(1)  # the same dropout stream to start with (the kernels draw it differently)
         curves[name] = _train_curve(model, step_builder(torch.compile(model) if compiled else model), batches,

@@ -225,7 +225,7 @@ def build(config: FinetuneConfig) -> _Run:
     model, optimizer, train_loader, eval_loader, scheduler = accelerator.prepare(
         model, optimizer, train_loader, eval_loader, scheduler)
     if config.compile:  # in place: the weights keep their names, and the export is the eager model's
-        accelerator.unwrap_model(model).compile()
+        accelerator.unwrap_model(model).compile(dynamic=True)
     start_trackers(accelerator, config.output, config.project, config.run_name, dataclasses.asdict(config))
     return _Run(config, task, accelerator, model, optimizer, scheduler, train_loader, eval_loader,
                 len(train_set), len(eval_set))
@@ -279,9 +279,12 @@ def fit(run: _Run, show_progress: bool = True) -> tuple[_Best, list[dict[str, fl
     step = 0
     for epoch in range(1, config.epochs + 1):
         model.train()
+        slots = real = 0
         bar = tqdm(run.train_loader, desc=f"epoch {epoch}/{config.epochs}",
                    disable=not (show_progress and accelerator.is_local_main_process))
         for batch in bar:
+            slots += batch["attention_mask"].numel()
+            real += int(batch["attention_mask"].sum())
             with accelerator.accumulate(model):
                 loss = model(**batch).loss
                 accelerator.backward(loss)
@@ -305,7 +308,7 @@ def fit(run: _Run, show_progress: bool = True) -> tuple[_Best, list[dict[str, fl
         if not all(math.isfinite(value) for value in results.values()):
             raise BertpreError(f"epoch {epoch}: evaluation gave {results} (the model's outputs are not finite); "
                                f"lower --learning-rate (now {config.learning_rate:g})")
-        history.append({"epoch": epoch, "step": step, **results})
+        history.append({"epoch": epoch, "step": step, **results, "padding_fraction": 1 - real / max(slots, 1)})
         accelerator.log({f"eval/{k}": v for k, v in results.items()}, step=step)
         if accelerator.is_main_process:
             append_metrics(output, history[-1])

@@ -257,7 +257,7 @@ def build(config: PretrainConfig) -> _Run:
                                     schedule.lr_schedule)
     model, optimizer = accelerator.prepare(model, optimizer)
     if runtime.compile:  # in place: the state dict keeps its names, so checkpoints are those of the eager model
-        accelerator.unwrap_model(model).compile()
+        accelerator.unwrap_model(model).compile(dynamic=True)
 
     if resume_from is not None:
         vars(state).update(vars(load_checkpoint(resume_from, accelerator, model, optimizer, scheduler)))
