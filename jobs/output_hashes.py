@@ -29,7 +29,9 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("output", type=Path)
     args = parser.parse_args()
-    from bertpre import QuickstartConfig, run_quickstart
+    # module paths rather than the public API, so that the check also runs on the code before a change
+    from bertpre.core.configs import QuickstartConfig
+    from bertpre.runners.quickstart import run_quickstart
 
     shutil.rmtree(args.output, ignore_errors=True)
     with contextlib.redirect_stdout(sys.stderr):  # the stages' summaries hold times: only the hashes on stdout
