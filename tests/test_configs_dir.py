@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from bertpre.core.config import load_config, option_names
+from bertpre.core.config import load_config
 from bertpre.core.configs import ModelConfig, PrepareConfig, PretrainConfig
 
 from .conftest import REPO
@@ -25,14 +25,3 @@ def test_pretrain_recipes_name_their_model_size() -> None:
     assert (config.model.num_hidden_layers, config.model.hidden_size) == (12, 768)
     assert config.batches.global_batch_size % config.batches.per_device_batch_size == 0
 
-
-def test_readme_config_reference_lists_every_field() -> None:
-    from bertpre.core import configs
-    from bertpre.core.configs import QuickstartConfig
-
-    readme = (REPO / "README.md").read_text()
-    for cls in (configs.TokenizerConfig, configs.PrepareConfig, configs.ModelConfig, configs.PretrainConfig,
-                configs.ExportConfig, configs.FinetuneConfig, configs.PredictConfig, configs.BenchConfig,
-                QuickstartConfig):
-        for name in option_names(cls):
-            assert f"| `{name}` |" in readme, f"{cls.__name__}.{name} missing from README"

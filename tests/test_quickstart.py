@@ -13,19 +13,15 @@ from transformers import AutoModelForSequenceClassification, pipeline
 
 from bertpre.runners import quickstart as quickstart_module
 from bertpre.cli import main
-from bertpre.core.configs import QuickstartConfig
 from bertpre.training.preemption import EXIT_PREEMPTED
 from bertpre.training.pretrain import PretrainSummary
-from bertpre.runners.quickstart import run_quickstart
 from bertpre.runners.report import run_status
 
 
-@pytest.fixture(scope="module")
-def quickstart(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
-    output = tmp_path_factory.mktemp("quickstart") / "run"
-    config = QuickstartConfig(output=str(output), vocab_size=3000, pretrain_steps=20, batch_size=16,
-                              finetune_epochs=1, max_seq_length=64)
-    return run_quickstart(config, show_progress=False)
+@pytest.fixture
+def quickstart(tiny_quickstart: dict[str, str]) -> dict[str, str]:
+    """The session's tiny quickstart run (conftest), read here and by the documentation's examples."""
+    return tiny_quickstart
 
 
 def test_quickstart_leaves_every_artefact(quickstart: dict[str, str]) -> None:

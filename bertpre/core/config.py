@@ -26,7 +26,7 @@ from bertpre.core.resolve import config_file, packaged_configs
 
 
 def option(default: Any = dataclasses.MISSING, help: str = "", **kwargs: Any) -> Any:
-    """A dataclass field with a help text, shown by ``--help`` and in the README's config reference."""
+    """A dataclass field with a help text, shown by ``--help`` and in the options tables of docs/commands/ (``make docs``)."""
     if isinstance(default, (list, dict)) or dataclasses.is_dataclass(default):
         value = default
         return field(default_factory=lambda: copy.deepcopy(value), metadata={"help": help}, **kwargs)

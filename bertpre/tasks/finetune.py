@@ -173,7 +173,14 @@ class _Best:
 
 
 def finetune(config: FinetuneConfig, show_progress: bool = True) -> FinetuneSummary:
-    """Fine-tune a classification (or regression) head and export the best epoch's model."""
+    """Fine-tune a classification (or regression) head and export the best epoch's model.
+
+    One run, with ``config.seed``: several seeds or a comparison with random init are
+    ``compare_finetunes``'s (``bertpre finetune`` picks it for them), and are refused here rather than ignored.
+    """
+    if config.seeds or config.compare_random_init:
+        raise BertpreError("seeds, compare_random_init: finetune() runs one fine-tune (seed, init); call "
+                           "compare_finetunes() for several seeds or the comparison with random init")
     started = time.perf_counter()
     run = build(config)
     best, history = fit(run, show_progress)
