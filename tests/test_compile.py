@@ -54,12 +54,13 @@ def run_pretraining(data: Path, output: Path, **options: str) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("packing", ["false", "true"])
-def test_compiled_pretraining_trains_like_eager_and_its_checkpoints_export(varied: Path, tmp_path: Path,
+@pytest.mark.parametrize("model, packing", [("tiny", "false"), ("tiny", "true"), ("modernbert-tiny", "true")])
+def test_compiled_pretraining_trains_like_eager_and_its_checkpoints_export(varied: Path, tmp_path: Path, model: str,
                                                                           packing: str) -> None:
-    run_pretraining(varied, tmp_path / "eager", packing=packing)
+    options = {"model": model, "packing": packing, "objective": "mlm" if "modernbert" in model else "mlm_nsp"}
+    run_pretraining(varied, tmp_path / "eager", **options)
     reset_dynamo()
-    run_pretraining(varied, tmp_path / "compiled", packing=packing, compile="true")
+    run_pretraining(varied, tmp_path / "compiled", compile="true", **options)
     counts = dynamo_counters()
     assert counts["breaks"] == {}, f"graph breaks inside the model: {counts['breaks']}"
     assert 1 <= counts["graphs"] <= MAX_GRAPHS
@@ -69,13 +70,14 @@ def test_compiled_pretraining_trains_like_eager_and_its_checkpoints_export(varie
     from safetensors.torch import load_file
 
     names = set(load_file(str(checkpoints[-1] / "model.safetensors")))
-    assert not any("_orig_mod" in name for name in names) and "bert.embeddings.word.weight" in names
+    embeddings = "model.embeddings.tok_embeddings.weight" if "modernbert" in model else "bert.embeddings.word.weight"
+    assert not any("_orig_mod" in name for name in names) and embeddings in names
     from bertpre.cli import main
 
     assert main(["export", "--checkpoint", str(tmp_path / "compiled"), "--output", str(tmp_path / "hf")]) == 0
-    from transformers import AutoModelForPreTraining
+    from transformers import AutoModelForMaskedLM
 
-    AutoModelForPreTraining.from_pretrained(tmp_path / "hf")
+    AutoModelForMaskedLM.from_pretrained(tmp_path / "hf")
 
 
 @pytest.mark.slow

@@ -222,7 +222,7 @@ def test_bad_inputs_are_one_line_errors(exported: Path, tmp_path: Path) -> None:
                                  text_column="sentence", problem="regression"), show_progress=False)
     (tmp_path / "gpt2").mkdir()
     (tmp_path / "gpt2" / "config.json").write_text('{"model_type": "gpt2"}')
-    with pytest.raises(BertpreError, match="not 'bert'"):
+    with pytest.raises(BertpreError, match="model_type is 'gpt2'; bertpre loads bert and modernbert models only"):
         finetune(finetune_config(tmp_path / "gpt2", tmp_path / "e", task="sst2", train_file=str(sst2),
                                  eval_file=str(sst2)), show_progress=False)
     for directory in "abcde":

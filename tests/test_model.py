@@ -257,7 +257,7 @@ def test_classifier_export_loads_for_sequence_classification(tmp_path: Path) -> 
 def test_import_refuses_non_bert_and_pickled_checkpoints(tmp_path: Path) -> None:
     (tmp_path / "gpt").mkdir()
     (tmp_path / "gpt" / "config.json").write_text('{"model_type": "gpt2"}')
-    with pytest.raises(BertpreError, match="model_type is 'gpt2', not 'bert'"):
+    with pytest.raises(BertpreError, match="model_type is 'gpt2'; bertpre loads bert and modernbert models only"):
         load_pretrained(tmp_path / "gpt")
     (tmp_path / "old").mkdir()
     BertConfig(vocab_size=100, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,

@@ -202,7 +202,7 @@ class PrepareConfig(CorpusConfig):
         return index, count
 
 
-MODEL_SIZES: dict[str, dict[str, int]] = {
+MODEL_SIZES: dict[str, dict[str, Any]] = {
     # name: BERT's standard shapes (Devlin et al. 2018; Turc et al. 2019); configs/model/*.yaml match.
     "tiny": {"num_hidden_layers": 2, "hidden_size": 128, "num_attention_heads": 2, "intermediate_size": 512},
     "mini": {"num_hidden_layers": 4, "hidden_size": 256, "num_attention_heads": 4, "intermediate_size": 1024},
@@ -210,6 +210,15 @@ MODEL_SIZES: dict[str, dict[str, int]] = {
     "medium": {"num_hidden_layers": 8, "hidden_size": 512, "num_attention_heads": 8, "intermediate_size": 2048},
     "base": {"num_hidden_layers": 12, "hidden_size": 768, "num_attention_heads": 12, "intermediate_size": 3072},
     "large": {"num_hidden_layers": 24, "hidden_size": 1024, "num_attention_heads": 16, "intermediate_size": 4096},
+    # ModernBERT (Warner et al. 2024): base is ModernBERT-base's shape; the smaller ones keep its recipe (no
+    # dropout, LayerNorm ε 1e-5, a global layer every third, a GeGLU feed-forward 1.5 × hidden wide), with
+    # about BERT-tiny/mini/small's parameters in the layers. configs/model/modernbert-*.yaml match.
+    **{f"modernbert-{size}": {"architecture": "modernbert", "num_hidden_layers": layers, "hidden_size": hidden,
+                              "num_attention_heads": heads, "intermediate_size": intermediate,
+                              "hidden_dropout_prob": 0.0, "attention_probs_dropout_prob": 0.0, "layer_norm_eps": 1e-5,
+                              "max_position_embeddings": 8192}
+       for size, layers, hidden, heads, intermediate in (("tiny", 4, 128, 2, 192), ("mini", 6, 256, 4, 384),
+                                                         ("small", 10, 512, 8, 768), ("base", 22, 768, 12, 1152))},
 }
 
 
@@ -230,10 +239,23 @@ class ModelConfig:
     initializer_range: float = option(0.02, "Std of the normal initialisation.")
     layer_norm_eps: float = option(1e-12, "LayerNorm epsilon.")
     pad_token_id: int = option(0, "Id of [PAD].")
+    architecture: Literal["bert", "modernbert"] = option(
+        "bert", "The encoder: bert (post-LayerNorm, learned positions, GELU feed-forward), or modernbert (pre-LayerNorm "
+        "without biases, rotary positions, GeGLU, local and global attention; masked-LM only).")
+    local_attention: int = option(128, "ModernBERT: the window of its local layers, in tokens (a token sees "
+                                  "local_attention / 2 on either side).")
+    global_attention_every: int = option(3, "ModernBERT: every n-th layer attends globally, from the first.")
+    global_rope_theta: float = option(160000.0, "ModernBERT: rotary base of the global layers.")
+    local_rope_theta: float = option(10000.0, "ModernBERT: rotary base of the local layers.")
+
+    MODERNBERT_ONLY: ClassVar[tuple[str, ...]] = ("local_attention", "global_attention_every", "global_rope_theta",
+                                                   "local_rope_theta")
+    """Fields that mean nothing to BERT (left out of its config.json)."""
 
     @classmethod
     def of_size(cls, size: str, **overrides: Any) -> "ModelConfig":
-        """BERT's defaults with the shape of a standard size (tiny … large) and any overrides."""
+        """BERT's defaults with the shape of a standard size (tiny … large, modernbert-tiny … base) and any
+        overrides."""
         if size not in MODEL_SIZES:
             raise ConfigError(f"model size {size!r} is not one of {', '.join(MODEL_SIZES)}")
         return cls(**{**MODEL_SIZES[size], **overrides})
@@ -255,6 +277,13 @@ class ModelConfig:
         if not 0 <= self.pad_token_id < self.vocab_size:
             raise ConfigError(f"pad_token_id: {self.pad_token_id} is outside the vocabulary")
         _require_positive(self, "initializer_range", "layer_norm_eps")
+        if self.architecture == "modernbert":
+            if (self.hidden_size // self.num_attention_heads) % 2:
+                raise ConfigError(f"hidden_size: rotary positions need an even head size, got "
+                                  f"{self.hidden_size // self.num_attention_heads}")
+            if self.local_attention < 2 or self.local_attention % 2:
+                raise ConfigError(f"local_attention: must be an even window of 2 or more, got {self.local_attention}")
+            _require_positive(self, "global_attention_every", "global_rope_theta", "local_rope_theta")
 
 
 @dataclass

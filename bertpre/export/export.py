@@ -1,4 +1,4 @@
-"""Stage 5, `bertpre export`: a pretraining checkpoint → a Hugging Face BERT directory with a model card.
+"""Stage 5, `bertpre export`: a pretraining checkpoint → a Hugging Face directory (BERT or ModernBERT) with a model card.
 
 The directory format is ``bertpre/model/hf_directory.py``'s; the parameter names ``bertpre/model/hf_format.py``'s.
 """
@@ -15,8 +15,8 @@ from bertpre.core.config import load_config
 from bertpre.core.configs import ExportConfig, PrepareConfig, PretrainConfig
 from bertpre.data.metadata import CONFIG_FILE, read_data_metadata
 from bertpre.core.errors import BertpreError
-from bertpre.model.hf_directory import export_model, read_bert_config
-from bertpre.model.bert import BertForPreTraining
+from bertpre.model.hf_directory import export_model, read_model_config
+from bertpre.model.architectures import pretraining_model
 from bertpre.export.model_card import hub_dataset_id, pretraining_model_card
 from bertpre.core.resolve import tokenizer_directory
 
@@ -24,9 +24,9 @@ from bertpre.core.resolve import tokenizer_directory
 def export_checkpoint(config: ExportConfig) -> Path:
     """Export a pretraining checkpoint with its tokenizer and a model card."""
     checkpoint = verified(resolve_checkpoint(config.checkpoint, config.step))
-    bert = read_bert_config(checkpoint)
+    bert = read_model_config(checkpoint)
     run = load_config(PretrainConfig, checkpoint / RUN_CONFIG_FILE)
-    model = BertForPreTraining(bert, next_sentence=run.objective == "mlm_nsp")
+    model = pretraining_model(bert, next_sentence=run.objective == "mlm_nsp")
     load_model_weights(checkpoint, model)
     state = read_trainer_state(checkpoint)
     tokenizer = str(tokenizer_directory(config.tokenizer)) if config.tokenizer else None

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Optional, Sequence
 
 import yaml
-from transformers import BertConfig
+from transformers import PretrainedConfig
 
 from bertpre.core.glue_tasks import GLUE_TASKS
 
@@ -26,7 +26,7 @@ _HUB_METRICS = {"accuracy": ("accuracy", "Accuracy"), "f1": ("f1", "F1 (class 1)
 _HUB_CACHE_SNAPSHOT = re.compile(r"models--(?P<id>[^/]+)/snapshots/[^/]+$")
 
 
-def pretraining_model_card(bert: BertConfig, run: Any, state: dict, checkpoint: Path, command: str,
+def pretraining_model_card(bert: PretrainedConfig, run: Any, state: dict, checkpoint: Path, command: str,
                            export: Any, datasets: Sequence[str] = ()) -> str:
     """The card of a pretrained encoder: architecture, objective, data, steps, final evaluation, use.
 
@@ -39,13 +39,15 @@ def pretraining_model_card(bert: BertConfig, run: Any, state: dict, checkpoint: 
     name = Path(export.output).name
     header = card_header(pipeline_tag="fill-mask", license=export.license, language=export.language,
                          datasets=datasets, base_model=hub_model_id(run.init_from) if run.init_from else None,
-                         tags=["bert", "fill-mask", "bertpre"],
+                         tags=[bert.model_type, "fill-mask", "bertpre"],
                          model_index=_pretraining_model_index(name, evaluation, run, datasets) if current else [])
+    family = _FAMILIES.get(bert.model_type, bert.model_type)
     lines = [
         header,
-        "# BERT pretrained with bertpre", "",
-        f"- architecture: BERT, {bert.num_hidden_layers} layers, hidden {bert.hidden_size}, "
-        f"{bert.num_attention_heads} heads, feed-forward {bert.intermediate_size}, vocabulary {bert.vocab_size:,}",
+        f"# {family} pretrained with bertpre", "",
+        f"- architecture: {family}, {bert.num_hidden_layers} layers, hidden {bert.hidden_size}, "
+        f"{bert.num_attention_heads} heads, feed-forward {bert.intermediate_size}, vocabulary {bert.vocab_size:,}"
+        + _attention_pattern(bert),
         f"- objective: masked-LM ({run.masking.mlm_probability:.0%} of tokens, 80/10/10"
         f"{', whole words' if run.masking.whole_word_mask else ''})"
         f"{' + next-sentence prediction' if run.objective == 'mlm_nsp' else ' only'}",
@@ -66,6 +68,18 @@ def pretraining_model_card(bert: BertConfig, run: Any, state: dict, checkpoint: 
     return "\n".join(lines)
 
 
+_FAMILIES = {"bert": "BERT", "modernbert": "ModernBERT"}
+
+
+def _attention_pattern(config: Any) -> str:
+    """ModernBERT's alternation of global and local layers, as the card states it (nothing for BERT)."""
+    if config.model_type != "modernbert":
+        return ""
+    local = sum(kind == "sliding_attention" for kind in config.layer_types)
+    return (f"; rotary positions, GeGLU, {len(config.layer_types) - local} global and {local} local layers "
+            f"(window {config.local_attention})")
+
+
 def classifier_model_card(config: Any, task: Any, model_config: Any, best: dict[str, Any], output: Path) -> str:
     """The card of a fine-tuned classifier: base model, task, labels, best epoch and its metrics, use.
 
@@ -79,7 +93,7 @@ def classifier_model_card(config: Any, task: Any, model_config: Any, best: dict[
         pipeline_tag="text-classification", license=config.license or base_card.get("license"),
         language=config.language or _as_list(base_card.get("language")),
         datasets=datasets, base_model=base_model,
-        tags=["bert", "text-classification", "bertpre"] + (["glue"] if GLUE_HUB_DATASET in datasets else []),
+        tags=[model_config.model_type, "text-classification", "bertpre"] + (["glue"] if GLUE_HUB_DATASET in datasets else []),
         model_index=[{"name": f"{(base_model or Path(config.model).name).split('/')[-1]}-{task.name}",
                       "results": [{"task": {"type": "text-classification", "name": "Text Classification"},
                                    "dataset": evaluated_on, "metrics": hub_metrics(best["metrics"])}]}])

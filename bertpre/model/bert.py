@@ -43,7 +43,8 @@ _ACTIVATIONS = {
 
 def bert_config(model: ModelConfig, **extra: object) -> BertConfig:
     """A ``transformers.BertConfig`` from our model config (vanilla ``model_type: bert``)."""
-    return BertConfig(**{**vars(model), **extra})
+    fields = {k: v for k, v in vars(model).items() if k not in (*ModelConfig.MODERNBERT_ONLY, "architecture")}
+    return BertConfig(**{**fields, **extra})
 
 
 def activation(name: str):  # noqa: ANN201 - a tensor → tensor function
@@ -262,6 +263,14 @@ class BertForPreTraining(nn.Module):
         self.mlm = MaskedLMHead(config, self.bert.embeddings.word)
         self.nsp = nn.Linear(config.hidden_size, 2) if next_sentence else None
         init_bert_weights(self, config.initializer_range)
+
+    def token_embeddings(self) -> nn.Embedding:
+        """The token embeddings, which the masked-LM decoder shares."""
+        return self.bert.embeddings.word
+
+    def output_bias(self) -> nn.Parameter:
+        """The masked-LM decoder's bias (one value a token)."""
+        return self.mlm.bias
 
     def forward(self, input_ids: Tensor, token_type_ids: Optional[Tensor] = None,
                 attention_mask: Optional[Tensor] = None, masked_positions: Optional[Tensor] = None,

@@ -13,12 +13,13 @@ from pathlib import Path
 from safetensors import safe_open
 from safetensors.torch import save_file
 from torch import Tensor, nn
-from transformers import BertConfig
+from transformers import PretrainedConfig
 
 from bertpre.core.errors import BertpreError
-from bertpre.model.hf_format import HEAD_PREFIXES, TIED_KEY, from_hf_state_dict, to_hf_state_dict
+from bertpre.model.architectures import (architecture_name, classification_model, config_from_dict,
+                                         from_hf_state_dict, head_prefixes, is_modernbert, pretraining_model, tied_key,
+                                         to_hf_state_dict)
 from bertpre.core.io import atomic_directory, check_writable_output
-from bertpre.model.bert import BertForPreTraining, BertForSequenceClassification
 from bertpre.core.resolve import model_directory
 from bertpre.tokenizer.files import copy_tokenizer_files, directory_vocabulary_digest
 
@@ -38,14 +39,12 @@ def export_model(model: nn.Module, output: str | Path, tokenizer_dir: str | Path
     """
     output = Path(output)
     check_writable_output(output, overwrite)
-    config: BertConfig = model.config
+    config: PretrainedConfig = model.config
     if tokenizer_dir is not None:
         check_tokenizer_matches(config, Path(tokenizer_dir))
         _check_same_vocabulary(Path(tokenizer_dir), trained_vocabulary)
     with atomic_directory(output, overwrite=overwrite) as staging:
-        architecture = ("BertForSequenceClassification" if isinstance(model, BertForSequenceClassification)
-                        else "BertForPreTraining" if model.nsp is not None else "BertForMaskedLM")
-        hf_config = BertConfig.from_dict({**config.to_dict(), "architectures": [architecture]})
+        hf_config = type(config).from_dict({**config.to_dict(), "architectures": [architecture_name(model)]})
         hf_config.save_pretrained(str(staging))
         save_file(to_hf_state_dict(model), str(staging / WEIGHTS_FILE), metadata={"format": "pt"})
         if tokenizer_dir is not None:
@@ -55,7 +54,7 @@ def export_model(model: nn.Module, output: str | Path, tokenizer_dir: str | Path
     return output
 
 
-def usable_sequence_length(requested: int, config: BertConfig, directory: str | Path) -> tuple[int, str]:
+def usable_sequence_length(requested: int, config: PretrainedConfig, directory: str | Path) -> tuple[int, str]:
     """The longest input the model can read, at most ``requested``, and a note when it is shorter.
 
     Inputs are truncated to it: a longer one would otherwise fail at the first long batch, mid-epoch.
@@ -67,7 +66,7 @@ def usable_sequence_length(requested: int, config: BertConfig, directory: str | 
                                             f"are truncated to {config.max_position_embeddings} tokens")
 
 
-def check_tokenizer_matches(config: BertConfig, tokenizer_dir: Path) -> None:
+def check_tokenizer_matches(config: PretrainedConfig, tokenizer_dir: Path) -> None:
     """The tokenizer an export will copy has a ``vocab.txt`` of the model's vocabulary size."""
     vocab_file = tokenizer_dir / "vocab.txt"
     if not vocab_file.exists():
@@ -103,8 +102,9 @@ class ImportReport:
         return "; ".join(parts) or "all weights loaded"
 
 
-def read_bert_config(directory: str | Path, **overrides: object) -> BertConfig:
-    """The ``BertConfig`` of a Hugging Face directory; anything that is not BERT is refused."""
+def read_model_config(directory: str | Path, **overrides: object) -> PretrainedConfig:
+    """The transformers config of a Hugging Face directory (``BertConfig`` or ``ModernBertConfig``); any other
+    model type is refused."""
     directory = Path(directory)
     path = directory / "config.json"
     if not path.is_file():
@@ -116,12 +116,8 @@ def read_bert_config(directory: str | Path, **overrides: object) -> BertConfig:
         raise BertpreError(f"{path}: not valid JSON{where}; the file is damaged or was edited by hand") from None
     if not isinstance(data, dict):
         raise BertpreError(f"{path}: not a model configuration (a JSON object is expected)")
-    if data.get("model_type") != "bert":
-        raise BertpreError(f"{path}: model_type is {data.get('model_type')!r}, not 'bert'; bertpre loads BERT models only")
-    if data.get("position_embedding_type", "absolute") != "absolute":
-        raise BertpreError(f"{path}: position_embedding_type {data['position_embedding_type']!r} is not supported")
     data.update(overrides)
-    return BertConfig.from_dict(data)
+    return config_from_dict(data, str(path))
 
 
 def read_safetensors(directory: str | Path) -> dict[str, Tensor]:
@@ -158,16 +154,16 @@ def load_pretrained(directory: str | Path, task: str = "pretraining", num_labels
     directory = model_directory(directory)
     if task == "classification":
         overrides = {"num_labels": num_labels, **config_overrides}
-        config = read_bert_config(directory, **overrides)
-        model: nn.Module = BertForSequenceClassification(config, unpad_inputs, attention)
+        config = read_model_config(directory, **overrides)
+        model: nn.Module = classification_model(config, unpad_inputs, attention)
     elif task == "pretraining":
-        config = read_bert_config(directory, **config_overrides)
-        model = BertForPreTraining(config, unpad_inputs, attention=attention)
+        config = read_model_config(directory, **config_overrides)
+        model = pretraining_model(config, unpad_inputs, next_sentence=not is_modernbert(config), attention=attention)
     else:
         raise ValueError(f"task must be 'pretraining' or 'classification', got {task!r}")
     if random_init:
         return model, ImportReport(newly_initialized=["every weight (random initialisation)"])
-    converted, unused = from_hf_state_dict(read_safetensors(directory))
+    converted, unused = from_hf_state_dict(config, read_safetensors(directory))
     if task == "classification" and "classifier.weight" in converted:
         if converted["classifier.weight"].shape[0] != config.num_labels:
             unused += ["classifier.weight", "classifier.bias"]
@@ -181,17 +177,18 @@ def load_pretrained(directory: str | Path, task: str = "pretraining", num_labels
 def load_encoder_weights(model: nn.Module, tensors: dict[str, Tensor], source: str | Path) -> ImportReport:
     """Load ``tensors`` (our parameter names) into ``model``: the encoder must be complete and fit;
     heads the source lacks keep their initialisation and are named in the report."""
-    expected = {name for name in model.state_dict() if name != TIED_KEY}
+    tied, heads = tied_key(model), head_prefixes(model)
+    expected = {name for name in model.state_dict() if name != tied}
     useful = {name: tensor for name, tensor in tensors.items() if name in expected}
-    unused = [name for name in tensors if name not in expected and name != TIED_KEY]
+    unused = [name for name in tensors if name not in expected and name != tied]
     _check_shapes(model, useful, source)
     missing = sorted(expected - set(useful))
-    core_missing = [name for name in missing if not name.startswith(tuple(HEAD_PREFIXES))]
+    core_missing = [name for name in missing if not name.startswith(tuple(heads))]
     if core_missing:
         raise BertpreError(f"{source}: checkpoint lacks encoder weights ({', '.join(core_missing[:3])}…); "
-                           "is it a complete BERT model?")
+                           "is it a complete model?")
     model.load_state_dict(useful, strict=False)
-    newly = sorted({label for prefix, label in HEAD_PREFIXES.items()
+    newly = sorted({label for prefix, label in heads.items()
                     if any(name.startswith(prefix) for name in missing)})
     return ImportReport(newly_initialized=newly, unused=sorted(unused))
 

@@ -217,8 +217,9 @@ class EncodedRows(torch.utils.data.Dataset):
     """Tokenized texts (and pairs) with optional label ids, one dict per row for :func:`pad_examples`."""
 
     def __init__(self, tokenizer: Any, data: LabelledData, max_length: int, label_ids: Optional[list[Any]]) -> None:
+        # token types asked for: a tokenizer saved beside a ModernBERT leaves them out by default
         encoded = tokenizer(data.texts, data.pairs, truncation=True, max_length=max_length,
-                            return_attention_mask=False)
+                            return_attention_mask=False, return_token_type_ids=True)
         self.input_ids = encoded["input_ids"]
         self.token_type_ids = encoded["token_type_ids"]
         self.labels = label_ids

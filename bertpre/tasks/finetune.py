@@ -30,8 +30,9 @@ from bertpre.core.config import save_config
 from bertpre.core.configs import FinetuneConfig
 from bertpre.core.errors import BertpreError
 from bertpre.core.glue_tasks import GLUE_TASKS
+from bertpre.model.architectures import attention_dropout
 from bertpre.model.attention import choose_kernel
-from bertpre.model.hf_directory import (check_tokenizer_matches, export_model, load_pretrained, read_bert_config,
+from bertpre.model.hf_directory import (check_tokenizer_matches, export_model, load_pretrained, read_model_config,
                                   usable_sequence_length)
 from bertpre.core.io import check_writable_output, write_text_atomically
 from bertpre.tasks.metrics import compute_metrics
@@ -209,7 +210,8 @@ def build(config: FinetuneConfig) -> _Run:
     overrides: dict[str, Any] = {"problem_type": "regression" if task.regression else "single_label_classification"}
     if not task.regression:
         overrides.update(id2label=id2label, label2id={name: i for i, name in id2label.items()})
-    kernel = choose_kernel(config.attention, accelerator.device, _attention_dropout(config.model), training=True)
+    kernel = choose_kernel(config.attention, accelerator.device, attention_dropout(read_model_config(config.model)),
+                           training=True)
     model, report = load_pretrained(config.model, task="classification", num_labels=num_labels,
                                     unpad_inputs=config.unpad_inputs, random_init=config.init == "random",
                                     attention=kernel, **overrides)
@@ -238,10 +240,6 @@ def build(config: FinetuneConfig) -> _Run:
                 len(train_set), len(eval_set))
 
 
-def _attention_dropout(model_dir: str) -> float:
-    return float(read_bert_config(model_dir).attention_probs_dropout_prob)
-
-
 def check_task(config: FinetuneConfig) -> None:
     """Read and check a task's files, columns and labels and the model directory as fine-tuning would,
     without training: a runner of several tasks finds a broken one before the first trains."""
@@ -253,7 +251,7 @@ def check_task(config: FinetuneConfig) -> None:
 def _check_model_directory(config: FinetuneConfig) -> tuple[FinetuneConfig, str]:
     """What would fail only after training (a tokenizer the export cannot copy) is refused before it
     starts; ``max_seq_length`` is cut to the model's positions (with a note to print)."""
-    hf_config = read_bert_config(config.model)
+    hf_config = read_model_config(config.model)
     check_wordpiece_files(Path(config.model))
     check_tokenizer_matches(hf_config, Path(config.model))
     length, note = usable_sequence_length(config.max_seq_length, hf_config, config.model)

@@ -14,7 +14,7 @@ from bertpre.data.batching import rows_batch
 from bertpre.core.configs import PredictConfig
 from bertpre.core.errors import BertpreError
 from bertpre.model.attention import choose_kernel
-from bertpre.model.hf_directory import load_pretrained, read_bert_config, usable_sequence_length
+from bertpre.model.hf_directory import load_pretrained, read_model_config, usable_sequence_length
 from bertpre.core.io import write_text_atomically
 from bertpre.tasks.metrics import compute_metrics
 from bertpre.core.resolve import model_directory
@@ -30,7 +30,7 @@ def predict(config: PredictConfig) -> dict[str, Any]:
     """
     _check_output(config)
     config = dataclasses.replace(config, model=str(model_directory(config.model)))  # a Hub id: its cached snapshot
-    hf_config = read_bert_config(config.model)
+    hf_config = read_model_config(config.model)
     if not hf_config.architectures or "ForSequenceClassification" not in hf_config.architectures[0]:
         raise BertpreError(f"{config.model}: not a classifier (architectures {hf_config.architectures}); "
                            "fine-tune it first with `bertpre finetune`")

@@ -28,9 +28,9 @@ from torch import nn
 
 from bertpre.core.config import save_config
 from bertpre.core.errors import BertpreError
-from bertpre.model.hf_format import TIED_KEY
+from bertpre.model.architectures import tied_key
 from bertpre.core.io import apply_umask
-from bertpre.training.sharding import (full_model_state_dict, full_optimizer_state_dict, holds_first_copy,
+from bertpre.training.sharding import (without_compile, full_model_state_dict, full_optimizer_state_dict, holds_first_copy,
                               load_full_model_state_dict, load_full_optimizer_state_dict, local_part,
                               reshard, state_dict_names, uses_fsdp)
 
@@ -128,11 +128,11 @@ def read_checkpoint_weights(checkpoint: Path) -> dict[str, torch.Tensor]:
 def load_model_weights(checkpoint: Path, model: nn.Module) -> None:
     """Load a checkpoint's weights into ``model``, refusing weights that do not fit its config."""
     missing, unexpected = model.load_state_dict(read_checkpoint_weights(checkpoint), strict=False)
-    _refuse_misfit(checkpoint, missing, unexpected)
+    _refuse_misfit(checkpoint, missing, unexpected, tied_key(model))
 
 
-def _refuse_misfit(checkpoint: Path, missing: list[str], unexpected: list[str]) -> None:
-    if unexpected or set(missing) - {TIED_KEY}:
+def _refuse_misfit(checkpoint: Path, missing: list[str], unexpected: list[str], tied: str) -> None:
+    if unexpected or set(missing) - {tied}:
         raise BertpreError(f"{checkpoint}: weights do not fit the model config (missing {missing[:3]}, "
                            f"unexpected {unexpected[:3]}); use the config it was saved with")
 
@@ -147,7 +147,7 @@ def _load_sharded_model_weights(checkpoint: Path, accelerator: Any, model: nn.Mo
     with safe_open(str(checkpoint / WEIGHTS_FILE), framework="pt") as weights_file:
         saved = set(weights_file.keys())
     expected = state_dict_names(model)
-    _refuse_misfit(checkpoint, sorted(expected - saved), sorted(saved - expected))
+    _refuse_misfit(checkpoint, sorted(expected - saved), sorted(saved - expected), tied_key(without_compile(model)))
     load_full_model_state_dict(model, read_checkpoint_weights(checkpoint) if accelerator.is_main_process else {})
 
 
@@ -216,8 +216,8 @@ def save_checkpoint(accelerator: Any, model: nn.Module, optimizer: Any, schedule
         optimizer_state = optimizer.state_dict() if accelerator.is_main_process else {}
     if accelerator.is_main_process:
         unwrapped = accelerator.unwrap_model(model)
-        weights = {k: v.detach().cpu().contiguous() for k, v in full_state.items()
-                   if k != TIED_KEY}
+        tied = tied_key(unwrapped)
+        weights = {k: v.detach().cpu().contiguous() for k, v in full_state.items() if k != tied}
         save_file(weights, str(staging / WEIGHTS_FILE), metadata={"format": "pt"})
         torch.save(optimizer_state, staging / OPTIMIZER_FILE)
         torch.save(scheduler.state_dict(), staging / SCHEDULER_FILE)

@@ -120,7 +120,7 @@ def build_optimizer(model: nn.Module, name: str, learning_rate: float, weight_de
 
 def _with_own_embedding_group(model: nn.Module, groups: list[dict[str, Any]], learning_rate: float,
                               weight_decay: float) -> list[dict[str, Any]]:
-    embeddings = next(p for name, p in model.named_parameters() if name.endswith("embeddings.word.weight"))
+    embeddings = model.token_embeddings().weight
     if not embeddings.requires_grad:
         return groups
     rest = [{**group, "params": [p for p in group["params"] if p is not embeddings]} for group in groups]

@@ -21,8 +21,8 @@ from bertpre.core.resolve import model_directory
 from bertpre.data.data_order import PackedRows
 from bertpre.data.dataset import PretrainingData, split_files
 from bertpre.data.metadata import DataMetadata, read_data_metadata
-from bertpre.model.bert import bert_config
-from bertpre.model.hf_directory import read_bert_config
+from bertpre.model.architectures import hf_config, is_modernbert
+from bertpre.model.hf_directory import read_model_config
 from bertpre.tokenizer.files import directory_vocabulary_digest
 from bertpre.training.accelerator import process_state, resolve_trackers
 from bertpre.training.checkpoint import (RUN_CONFIG_FILE, checkpoint_problem, is_complete, list_checkpoints,
@@ -35,7 +35,7 @@ class CheckedRun:
 
     config: PretrainConfig  # init_from resolved to a local directory
     metadata: DataMetadata
-    bert: Any  # the transformers.BertConfig to train
+    bert: Any  # the transformers config to train: BertConfig or ModernBertConfig
     train_data: PretrainingData
     eval_data: Optional[PretrainingData]
     resume_from: Optional[Path]
@@ -50,7 +50,8 @@ def preflight(config: PretrainConfig) -> CheckedRun:
         config = dataclasses.replace(config, init_from=str(model_directory(config.init_from, "--init-from")))
     metadata = read_data_metadata(config.data)
     check_tokenizer_copy(metadata)
-    bert = model_config(config)
+    bert = model_config(config, metadata)
+    check_objective_fits_model(config, bert)
     check_data_fits_model(config, bert, metadata)
     resolve_trackers(config.logging.report_to)  # a tracker that is not installed
     train_data = PretrainingData(config.data, "train", metadata)  # damaged data
@@ -76,11 +77,24 @@ def check_tokenizer_copy(metadata: DataMetadata) -> None:
                            "differs from the fingerprint in prepare.json); restore it or prepare the data again")
 
 
-def model_config(config: PretrainConfig) -> Any:
-    """The BertConfig to train: ``init_from``'s own when starting from weights, else ``config.model``."""
-    if config.init_from is None:
-        return bert_config(config.model)
-    return read_bert_config(config.init_from)  # a Hugging Face directory or a bertpre checkpoint alike
+def model_config(config: PretrainConfig, metadata: DataMetadata) -> Any:
+    """The transformers config to train (BERT's or ModernBERT's): ``init_from``'s own when starting from weights,
+    else ``config.model``'s; ModernBERT's names the tokenizer's [CLS] and [SEP] as its config.json does."""
+    if config.init_from is not None:
+        return read_model_config(config.init_from)  # a Hugging Face directory or a bertpre checkpoint alike
+    if config.model.architecture == "modernbert":
+        tokenizer = metadata.tokenizer
+        return hf_config(config.model, cls_token_id=tokenizer.cls_id, sep_token_id=tokenizer.sep_id,
+                         bos_token_id=tokenizer.cls_id, eos_token_id=tokenizer.sep_id)
+    return hf_config(config.model)
+
+
+def check_objective_fits_model(config: PretrainConfig, model: Any) -> None:
+    """ModernBERT has no next-sentence head: its objective is masked-LM only."""
+    if is_modernbert(model) and config.objective != "mlm":
+        source = f"{config.init_from} is a ModernBERT" if config.init_from else "model.architecture is modernbert"
+        raise BertpreError(f"objective: {config.objective} needs a next-sentence head, and {source} (masked-LM only); "
+                           "pass --objective mlm")
 
 
 def check_data_fits_model(config: PretrainConfig, bert: Any, metadata: DataMetadata) -> None:
@@ -166,16 +180,16 @@ def _recipe_of(options: Any) -> dict[str, Any]:
     return {k: v for k, v in vars(options).items() if k not in ("max_steps", "max_tokens", "max_minutes")}
 
 
-_SHAPE_FIELDS = ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size",
-                 "max_position_embeddings", "type_vocab_size")
+_SHAPE_FIELDS = ("model_type", "vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads",
+                 "intermediate_size", "max_position_embeddings", "type_vocab_size", "local_attention", "layer_types")
 
 
 def check_checkpoint_fits(checkpoint: Path, bert: Any, metadata: DataMetadata) -> None:
     """A checkpoint to resume has the model's shape and was trained on data of the same vocabulary: otherwise a
     resumed run would fail deep in ``load_state_dict``, or silently read every token id as another word."""
-    saved = read_bert_config(checkpoint)
-    changed = [f"{name} {getattr(saved, name)} → {getattr(bert, name)}" for name in _SHAPE_FIELDS
-               if getattr(saved, name) != getattr(bert, name)]
+    saved = read_model_config(checkpoint)
+    changed = [f"{name} {getattr(saved, name, None)} → {getattr(bert, name, None)}" for name in _SHAPE_FIELDS
+               if getattr(saved, name, None) != getattr(bert, name, None)]
     if changed:
         raise BertpreError(f"{checkpoint}: saved with another model shape ({', '.join(changed)}); resume with its "
                            "model config, start over with --resume never --overwrite true, or start a new run from its "

@@ -41,10 +41,9 @@ from bertpre.data.data_order import BatchPlan, MicroBatches, micro_batch_loader
 from bertpre.data.dataset import PretrainingData
 from bertpre.data.masking import MaskingCollator
 from bertpre.model.attention import choose_kernel
-from bertpre.model.bert import BertForPreTraining
+from bertpre.model.architectures import attention_dropout, from_hf_state_dict, pretraining_model
 from bertpre.model.flops import gpu_peak_flops, training_flops_per_token
 from bertpre.model.hf_directory import load_encoder_weights, read_safetensors
-from bertpre.model.hf_format import from_hf_state_dict
 from bertpre.training.accelerator import describe_precision, finish_trackers, make_accelerator, start_trackers
 from bertpre.training.checkpoint import (CHECKPOINTS_DIR, RUN_CONFIG_FILE, TrainerState, checkpoint_name, is_complete,
                                          list_checkpoints, load_checkpoint, read_checkpoint_weights, save_checkpoint)
@@ -173,7 +172,7 @@ class _Run:
 
 def pretrain(config: PretrainConfig, show_progress: bool = True,
              stop_requests: Optional[StopRequests] = None) -> PretrainSummary:
-    """Train ``BertForPreTraining`` on prepared data as ``config`` says; return how it ended.
+    """Train the masked-LM (+ NSP) model on prepared data as ``config`` says; return how it ended.
 
     A stop signal (SIGTERM/SIGUSR1) stops it after the next step with a checkpoint; pass
     ``stop_requests`` already entered to catch signals from before the call (the CLI does, while torch loads).
@@ -225,9 +224,9 @@ def build(config: PretrainConfig) -> _Run:
     schedule = config.schedule
     total_steps = _total_steps(config, train_data, plan)
 
-    kernel = choose_kernel(runtime.attention, accelerator.device, bert.attention_probs_dropout_prob, training=True)
-    model = BertForPreTraining(bert, unpad_inputs=runtime.unpad_inputs, next_sentence=config.objective == "mlm_nsp",
-                               attention=kernel)
+    kernel = choose_kernel(runtime.attention, accelerator.device, attention_dropout(bert), training=True)
+    model = pretraining_model(bert, unpad_inputs=runtime.unpad_inputs, next_sentence=config.objective == "mlm_nsp",
+                              attention=kernel)
     if config.init_from and resume_from is None:
         accelerator.print(_load_initial_weights(config.init_from, model))
     embedding_seconds = 0.0
@@ -243,7 +242,7 @@ def build(config: PretrainConfig) -> _Run:
         embedding_seconds = time.perf_counter() - started
     optimization = config.optimization
     if optimization.embedding_lr_scale == 0:  # frozen: no gradient for the vocabulary-sized matrix at all
-        model.bert.embeddings.word.weight.requires_grad_(False)
+        model.token_embeddings().weight.requires_grad_(False)
     optimizer = build_optimizer(model, optimization.optimizer, optimization.learning_rate, optimization.weight_decay,
                                 (optimization.adam_beta1, optimization.adam_beta2), optimization.adam_epsilon,
                                 accelerator.device, optimization.embedding_lr_scale)
@@ -366,11 +365,11 @@ def _total_steps(config: PretrainConfig, train_data: PretrainingData, plan: Batc
     return _UNBOUNDED
 
 
-def _start_from_word_vectors(model: BertForPreTraining, ids: np.ndarray, example: np.ndarray, special_ids: set[int],
+def _start_from_word_vectors(model: nn.Module, ids: np.ndarray, example: np.ndarray, special_ids: set[int],
                              window: int, seed: int, accelerator: Any) -> None:
     """Token embeddings (and so the tied MLM decoder) from the training tokens' co-occurrences."""
     started = time.perf_counter()
-    embeddings = model.bert.embeddings.word.weight
+    embeddings = model.token_embeddings().weight
     vectors = cooccurrence_vectors(ids, example, embeddings.shape[0], embeddings.shape[1], special_ids,
                                    window=window, scale=model.config.initializer_range, seed=seed)
     with torch.no_grad():
@@ -378,10 +377,12 @@ def _start_from_word_vectors(model: BertForPreTraining, ids: np.ndarray, example
     accelerator.print(f"{vectors.describe()}, {time.perf_counter() - started:.0f} s")
 
 
-def _start_from_unigram_bias(model: BertForPreTraining, ids: np.ndarray, special_ids: set[int],
+def _start_from_unigram_bias(model: nn.Module, ids: np.ndarray, special_ids: set[int],
                              accelerator: Any) -> None:
     """The masked-LM output bias from the training tokens' log-frequencies."""
-    bias = model.mlm.bias
+    bias = model.output_bias()
+    if bias is None:
+        raise BertpreError("mlm_bias_init: unigram needs a decoder bias, and the model has none (decoder_bias: false)")
     log_probs = unigram_log_probabilities(ids, bias.shape[0], special_ids)
     with torch.no_grad():
         bias.copy_(log_probs)
@@ -390,14 +391,14 @@ def _start_from_unigram_bias(model: BertForPreTraining, ids: np.ndarray, special
                       f"(entropy {entropy:.2f} nats: the loss to beat)")
 
 
-def _load_initial_weights(source: str, model: BertForPreTraining) -> str:
+def _load_initial_weights(source: str, model: nn.Module) -> str:
     """Weights from a bertpre checkpoint or a Hugging Face directory into ``model``; what was loaded, in a line."""
     path = Path(source)
     if is_complete(path):
         tensors = read_checkpoint_weights(path)
         kind = "a bertpre checkpoint: a new phase"
     else:
-        tensors, _ = from_hf_state_dict(read_safetensors(path))
+        tensors, _ = from_hf_state_dict(model.config, read_safetensors(path))
         kind = "a Hugging Face model: continued pretraining"
     report = load_encoder_weights(model, tensors, path)
     return (f"initialised from {path} ({kind}; {report.describe()}); optimizer, learning-rate schedule and step "
