@@ -67,3 +67,17 @@ def test_a_signal_during_pretraining_ends_the_quickstart_with_pretrains_exit_sta
     assert main(["quickstart", "--output", str(output)]) == status
     err = capsys.readouterr().err
     assert f"bertpre: quickstart: pretraining was stopped by {stop_signal}" in err and err.count("\n") == 1
+
+
+def test_the_quickstart_runs_with_modernbert(tmp_path: Path) -> None:
+    from bertpre.core.configs import QuickstartConfig
+
+    results = quickstart_module.run_quickstart(QuickstartConfig(
+        output=str(tmp_path / "qs"), architecture="modernbert", vocab_size=3000, pretrain_steps=12, batch_size=16,
+        finetune_epochs=1, max_seq_length=64), show_progress=False)
+    config = json.loads((Path(results["model"]) / "config.json").read_text())
+    assert config["model_type"] == "modernbert" and config["architectures"] == ["ModernBertForMaskedLM"]
+    fill = pipeline("fill-mask", model=results["model"])
+    assert len(fill("the [MASK] module.")) == 5
+    classifier = AutoModelForSequenceClassification.from_pretrained(results["classifier"])
+    assert type(classifier).__name__ == "ModernBertForSequenceClassification"

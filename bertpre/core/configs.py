@@ -754,6 +754,9 @@ class QuickstartConfig:
     vocab_size: int = option(8000, "Vocabulary size of the quickstart tokenizer.")
     max_seq_length: int = option(128, "Length of the next-sentence pairs.")
     model_size: str = option("tiny", f"Model size: {', '.join(MODEL_SIZES)}.")
+    architecture: Literal["bert", "modernbert"] = option(
+        "bert", "The encoder: bert (masked-LM + next-sentence) or modernbert (masked-LM only, contiguous segments; "
+        "sizes tiny, mini, small, base).")
     pretrain_steps: int = option(800, "Pretraining steps.")
     batch_size: int = option(16, "Pretraining batch (sequences per step; at this size more, smaller steps learn "
                              "faster than fewer, larger ones for the same tokens).")

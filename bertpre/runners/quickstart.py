@@ -63,8 +63,11 @@ def run_quickstart(config: QuickstartConfig, show_progress: bool = True) -> dict
     output = Path(config.output)
     started = time.perf_counter()
     timings: dict[str, float] = {}
-    if config.model_size not in MODEL_SIZES:
-        raise BertpreError(f"model_size: unknown size {config.model_size!r} (use one of {', '.join(MODEL_SIZES)})")
+    modernbert = config.architecture == "modernbert"
+    size = f"modernbert-{config.model_size}" if modernbert and not config.model_size.startswith("modernbert-") \
+        else config.model_size
+    if size not in MODEL_SIZES:
+        raise BertpreError(f"model_size: unknown size {size!r} (use one of {', '.join(MODEL_SIZES)})")
 
     def timed(name: str, since: float) -> None:
         timings[name] = time.perf_counter() - since
@@ -82,14 +85,17 @@ def run_quickstart(config: QuickstartConfig, show_progress: bool = True) -> dict
     data = prepare_pretraining_data(PrepareConfig(inputs=list(config.inputs), tokenizer=tokenizer.output,
                                                   output=str(output / "data"), max_seq_length=config.max_seq_length,
                                                   eval_fraction=0.05, dupe_factor=QUICKSTART_DUPE_FACTOR,
+                                                  # masked-LM only: B always continues A (contiguous text)
+                                                  random_next_prob=0.0 if modernbert else 0.5,
                                                   overwrite=config.overwrite),
                                     show_progress=show_progress)
     print(data.table())
     timed("prepare", t)
 
-    _stage(3, f"pretrain: BERT-{config.model_size}, masked-LM + next-sentence")
+    _stage(3, f"pretrain: ModernBERT-{size[11:]}, masked-LM" if modernbert else
+           f"pretrain: BERT-{size}, masked-LM + next-sentence")
     t = time.perf_counter()
-    model = ModelConfig.of_size(config.model_size, vocab_size=tokenizer.vocab_size)
+    model = ModelConfig.of_size(size, vocab_size=tokenizer.vocab_size)
     run = pretrain(config_from_dict(PretrainConfig, dict(
         data=data.output, output=str(output / "pretrain"), model=vars(model), global_batch_size=config.batch_size,
         per_device_batch_size=_micro_batch(config.batch_size), learning_rate=config.learning_rate,
@@ -98,7 +104,8 @@ def run_quickstart(config: QuickstartConfig, show_progress: bool = True) -> dict
         log_every=10, num_workers=1, resume="never", overwrite=True,
         # word vectors of the corpus to start from: held-out NSP 0.61 instead of 0.47 after 400 steps;
         # the unigram bias and 30% masking: held-out MLM 0.138 instead of 0.126 (batch 16, 800 steps)
-        embedding_init="cooccurrence", mlm_bias_init="unigram", mlm_probability=0.3)), show_progress=show_progress)
+        embedding_init="cooccurrence", mlm_bias_init="unigram", mlm_probability=0.3,
+        objective="mlm" if modernbert else "mlm_nsp")), show_progress=show_progress)
     print(run.table())
     timed("pretrain", t)
     if run.stop_signal:
