@@ -125,3 +125,13 @@ def test_fine_tuning_bench_runs_both_sides_on_the_same_rows(tmp_path: Path) -> N
     for result in report["results"]:
         assert 0 <= result["accuracy"] <= 1 and result["examples_per_second"] > 0
     assert "× loop" in finetune_bench_table(report)
+
+
+def test_bench_times_modernbert_against_transformers_modernbert(wiki64: Path) -> None:
+    report = run_bench(BenchConfig(model_size="modernbert-tiny", batch_size=8, steps=2, warmup_steps=1, cpu=True,
+                                   data=str(wiki64), unpad=False, masked_last_layer=False))
+    names = [r["name"] for r in report["results"]]
+    assert names == ["hf sdpa", "bertpre", "bertpre + packed"]
+    losses = [r["final_loss"] for r in report["results"]]
+    assert losses[1] == pytest.approx(losses[0], rel=0.05)  # the same weights and masks: the same masked-LM loss
+    assert "ModernBERT-tiny" in bench_table(report)

@@ -20,10 +20,15 @@ def gpu_peak_flops(device_name: str) -> Optional[float]:
 
 def training_flops_per_token(config: Any, seq_length: int, mlm_probability: float) -> float:
     """Useful training FLOPs per token: 6 × non-embedding parameters of the encoder, 12·L·S·d for
-    attention scores, and the masked-LM head only at masked positions (≈ 545 MFLOP for BERT-base
-    at 128 tokens)."""
+    attention scores (a local layer of ModernBERT scores its window only), and the masked-LM head only at
+    masked positions (≈ 545 MFLOP for BERT-base at 128 tokens)."""
     hidden, layers = config.hidden_size, config.num_hidden_layers
-    per_layer = 4 * hidden * hidden + 2 * hidden * config.intermediate_size
-    encoder = layers * per_layer + hidden * hidden  # + pooler
+    if getattr(config, "model_type", "bert") == "modernbert":  # GeGLU: an input projection twice as wide, no pooler
+        encoder = layers * (4 * hidden * hidden + 3 * hidden * config.intermediate_size)
+        seen = [seq_length if kind == "full_attention" else min(seq_length, config.local_attention + 1)
+                for kind in config.layer_types]
+    else:
+        encoder = layers * (4 * hidden * hidden + 2 * hidden * config.intermediate_size) + hidden * hidden
+        seen = [seq_length] * layers
     mlm_head = hidden * hidden + config.vocab_size * hidden
-    return 6 * encoder + 12 * layers * seq_length * hidden + 6 * mlm_head * mlm_probability
+    return 6 * encoder + 12 * sum(seen) * hidden + 6 * mlm_head * mlm_probability

@@ -26,10 +26,10 @@ from bertpre.core.configs import BenchConfig, ModelConfig
 from bertpre.data.dataset import PretrainingData
 from bertpre.core.errors import BertpreError
 from bertpre.model.flops import gpu_peak_flops, training_flops_per_token
-from bertpre.model.hf_format import to_hf_state_dict
 from bertpre.data.masking import MaskingCollator
 from bertpre.data.packing import last_layer_queries, pack_lengths
-from bertpre.model.bert import BertForPreTraining, bert_config
+from bertpre.model.architectures import hf_config as model_hf_config
+from bertpre.model.architectures import is_modernbert, pretraining_model, to_hf_state_dict
 from bertpre.training.optim import learning_rate_factor
 
 Variant = tuple[str, Callable[[], torch.nn.Module], Callable, bool, str]  # name, build, step, compiled, layout
@@ -119,11 +119,17 @@ def _ours_step(model: torch.nn.Module) -> Callable[[dict[str, torch.Tensor]], to
     return step
 
 
-def _reference_step(model: torch.nn.Module) -> Callable[[dict[str, torch.Tensor]], torch.Tensor]:
+def _reference_bert_step(model: torch.nn.Module) -> Callable[[dict[str, torch.Tensor]], torch.Tensor]:
     def step(batch: dict[str, torch.Tensor]) -> torch.Tensor:
         return model(input_ids=batch["input_ids"], token_type_ids=batch["token_type_ids"],
                      attention_mask=batch["attention_mask"], labels=batch["labels"],
                      next_sentence_label=batch["next_sentence_label"]).loss
+    return step
+
+
+def _reference_mlm_step(model: torch.nn.Module) -> Callable[[dict[str, torch.Tensor]], torch.Tensor]:
+    def step(batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        return model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], labels=batch["labels"]).loss
     return step
 
 
@@ -177,24 +183,28 @@ def _device(config: BenchConfig) -> torch.device:
 
 
 def _model_variants(config: BenchConfig, hf_config: Any, device: torch.device) -> list[Variant]:
-    """The reference and our model in each configuration asked for, all from the same weights."""
+    """The reference and our model in each configuration asked for, all from the same weights: transformers'
+    ``BertForPreTraining`` (masked-LM + NSP) or ``ModernBertForMaskedLM`` against ours."""
     import transformers
 
+    modernbert = is_modernbert(hf_config)
     torch.manual_seed(0)
-    reference_weights = to_hf_state_dict(BertForPreTraining(hf_config))
+    reference_weights = to_hf_state_dict(pretraining_model(hf_config, next_sentence=not modernbert))
 
     def fresh_ours(unpad_inputs: bool = False) -> torch.nn.Module:
         torch.manual_seed(0)
-        return BertForPreTraining(hf_config, unpad_inputs=unpad_inputs).to(device)
+        return pretraining_model(hf_config, unpad_inputs=unpad_inputs, next_sentence=not modernbert).to(device)
 
     def fresh_reference() -> torch.nn.Module:
-        reference_config = transformers.BertConfig.from_dict(hf_config.to_dict())
+        reference_config = type(hf_config).from_dict(hf_config.to_dict())
         reference_config._attn_implementation = "sdpa"  # PyTorch SDPA attention, as in REFERENCE.md
-        model = transformers.BertForPreTraining(reference_config)
+        hf_class = transformers.ModernBertForMaskedLM if modernbert else transformers.BertForPreTraining
+        model = hf_class(reference_config)
         model.load_state_dict(reference_weights, strict=False)
         model.tie_weights()
         return model.to(device)
 
+    _reference_step = _reference_mlm_step if modernbert else _reference_bert_step
     variants: list[Variant] = [
         ("hf sdpa", fresh_reference, _reference_step, False, "padded"),
         ("bertpre", fresh_ours, _ours_step, False, "padded")]
@@ -223,7 +233,7 @@ def run_bench(config: BenchConfig) -> dict[str, Any]:
     """Time our model and the reference on identical work; return the results and the setup."""
     device = _device(config)
     model_config = ModelConfig.of_size(config.model_size)
-    hf_config = bert_config(model_config)
+    hf_config = model_hf_config(model_config)
     layouts, mode = _batches(config, model_config.vocab_size, device)
     batches = layouts["padded"]
     seq_length = round(sum(batch["input_ids"].shape[1] for batch in batches) / len(batches))  # real batches vary
@@ -249,7 +259,7 @@ def bench_table(report: dict[str, Any]) -> str:
     """The benchmark as a table, with ratios against the eager sdpa reference."""
     reference = next(r for r in report["results"] if r["name"] == "hf sdpa")
     lines = [_environment_line(report),
-             f"BERT-{report['model_size']}, batch {report['batch_size']} × {report['seq_length']} tokens, "
+             f"{_model_name(report['model_size'])}, batch {report['batch_size']} × {report['seq_length']} tokens, "
              f"{report['mode']}, padding {report['padding_fraction']:.1%}, {report['precision']}, "
              f"{report['mflop_per_token']:.0f} MFLOP/token",
              "",
@@ -263,6 +273,11 @@ def bench_table(report: dict[str, Any]) -> str:
                      f"{r['sequences_per_second'] / reference['sequences_per_second']:>11.2f} "
                      f"{r['nonpad_tokens_per_second'] / reference['nonpad_tokens_per_second']:>13.2f}")
     return "\n".join(lines)
+
+
+def _model_name(size: str) -> str:
+    """``BERT-mini``, ``ModernBERT-mini``: the model a report timed."""
+    return f"ModernBERT-{size[len('modernbert-'):]}" if size.startswith("modernbert-") else f"BERT-{size}"
 
 
 def bench_json(report: dict[str, Any]) -> str:
@@ -338,7 +353,7 @@ def run_loss_curves(config: BenchConfig) -> dict[str, Any]:
     """Train the reference and our variants on identical real batches; compare their loss curves."""
     device = _device(config)
     model_config = ModelConfig.of_size(config.model_size)
-    hf_config = bert_config(model_config)
+    hf_config = model_hf_config(model_config)
     batches = _CurveBatches(config, model_config.vocab_size, device)
     curves = {}
     for name, build, step_builder, compiled, _layout in _model_variants(config, hf_config, device):
@@ -363,7 +378,7 @@ def curve_table(report: dict[str, Any]) -> str:
     first = report["comparisons"][names[1]]
     window = first["window"]
     lines = [_environment_line(report),
-             f"BERT-{report['model_size']}, batch {report['batch_size']}, {report['steps']} steps on {report['data']}, "
+             f"{_model_name(report['model_size'])}, batch {report['batch_size']}, {report['steps']} steps on {report['data']}, "
              f"AdamW lr {report['learning_rate']:g}, {report['precision']}; mean loss per {window} steps",
              "",
              f"{'steps':>11} " + " ".join(f"{name:>16}" for name in names)]
