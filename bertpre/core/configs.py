@@ -320,11 +320,14 @@ class ScheduleOptions:
     lr_schedule: Literal["linear", "cosine", "constant"] = option("linear", "Decay after warm-up.")
     warmup_steps: int = option(10000, "Linear warm-up steps (BERT: 10,000).")
     max_steps: Optional[int] = option(None, "Stop after this many optimizer steps.")
-    max_tokens: Optional[int] = option(None, "Stop after this many tokens (padding excluded); sets the "
-                                       "schedule length when max_steps is unset.")
+    max_tokens: Optional[int] = option(None, "Stop after this many tokens (padding excluded, all processes). "
+                                       "Without max_steps it is the schedule's length too: after warm-up the "
+                                       "learning rate decays with the share of the token budget spent, so a run "
+                                       "is the same experiment on any hardware and any batch composition.")
     max_minutes: Optional[float] = option(None, "Stop (with a checkpoint) after this much wall time. Alone (no "
                                           "max_steps or max_tokens) it is the schedule's length too: the learning "
-                                          "rate decays with the share of the time budget spent.")
+                                          "rate decays with the share of the time budget spent (a different "
+                                          "experiment on every machine: prefer max_tokens).")
     schedule_steps: Optional[int] = option(None, "Length of the learning-rate schedule, when it should differ "
                                            "from max_steps (a run done in chunks: stop at max_steps, resume "
                                            "later with a larger one).")

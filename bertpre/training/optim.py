@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, Callable
 
 import torch
 from torch import Tensor, nn
@@ -141,28 +141,31 @@ def build_scheduler(optimizer: torch.optim.Optimizer, warmup_steps: int, total_s
         optimizer, lambda step: learning_rate_factor(step, warmup_steps, total_steps, schedule))
 
 
-class TimeBudgetSchedule:
-    """Linear warm-up over steps, then decay by the share of a wall-time budget spent since warm-up.
+class BudgetSchedule:
+    """Linear warm-up over steps, then decay by the share of a budget spent since warm-up.
 
-    For runs given only ``max_minutes``: however fast the hardware, the learning rate reaches the end
-    of its decay when the time is up. ``clock`` returns the run's elapsed seconds (resumed runs
-    count the time before the interruption).
+    The budget is wall time (``max_minutes`` alone) or tokens (``max_tokens`` without ``max_steps``):
+    however fast the hardware, and however many tokens each step holds (padding, packing, batch
+    composition), the learning rate reaches the end of its decay when the budget is spent.
+    ``spent`` returns how much of it the run has used so far, resumed runs included (elapsed seconds,
+    or tokens seen over all processes); it is read once per step, after the step, and the value read is
+    kept in the state, so a resumed run sets exactly the learning rate the interrupted one had.
     """
 
-    def __init__(self, optimizer: torch.optim.Optimizer, warmup_steps: int, budget_seconds: float,
-                 schedule: str, clock: Any) -> None:
-        self.optimizer, self.warmup_steps, self.budget_seconds = optimizer, warmup_steps, budget_seconds
-        self.schedule, self.clock = schedule, clock
+    def __init__(self, optimizer: torch.optim.Optimizer, warmup_steps: int, budget: float,
+                 schedule: str, spent: Callable[[], float]) -> None:
+        self.optimizer, self.warmup_steps, self.budget = optimizer, warmup_steps, budget
+        self.schedule, self.spent = schedule, spent
         self.base_lrs = [group["lr"] for group in optimizer.param_groups]
-        self.last_epoch, self.warmup_ended_at = 0, 0.0
-        self._apply(self._factor())  # warm-up 0 starts the decay at the clock's zero
+        self.last_epoch, self.warmup_ended_at, self.spent_so_far = 0, 0.0, float(spent())
+        self._apply(self._factor())  # warm-up 0 starts the decay at what was spent before the first step
 
     def _factor(self) -> float:
         if self.last_epoch < self.warmup_steps:
             return (self.last_epoch + 1) / self.warmup_steps
         if self.schedule == "constant":
             return 1.0
-        progress = min(1.0, (self.clock() - self.warmup_ended_at) / max(self.budget_seconds - self.warmup_ended_at, 1e-9))
+        progress = min(1.0, (self.spent_so_far - self.warmup_ended_at) / max(self.budget - self.warmup_ended_at, 1e-9))
         if self.schedule == "cosine":
             return 0.5 * (1.0 + math.cos(math.pi * progress))
         return max(0.0, 1.0 - progress)
@@ -172,10 +175,11 @@ class TimeBudgetSchedule:
             group["lr"] = base * factor
 
     def step(self) -> None:
-        """Advance one optimizer step and set the learning rate for the next."""
+        """Advance one optimizer step (call it after the step is counted) and set the learning rate for the next."""
         self.last_epoch += 1
+        self.spent_so_far = float(self.spent())
         if self.last_epoch == self.warmup_steps:
-            self.warmup_ended_at = self.clock()
+            self.warmup_ended_at = self.spent_so_far
         self._apply(self._factor())
 
     def get_last_lr(self) -> list[float]:
@@ -184,9 +188,11 @@ class TimeBudgetSchedule:
 
     def state_dict(self) -> dict[str, Any]:
         """What a checkpoint keeps of the schedule."""
-        return {"last_epoch": self.last_epoch, "warmup_ended_at": self.warmup_ended_at, "base_lrs": self.base_lrs}
+        return {"last_epoch": self.last_epoch, "warmup_ended_at": self.warmup_ended_at, "base_lrs": self.base_lrs,
+                "spent": self.spent_so_far}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Continue a schedule saved by :meth:`state_dict`."""
+        """Continue a schedule saved by :meth:`state_dict` (before ``spent`` was kept: read it now)."""
         self.last_epoch, self.warmup_ended_at, self.base_lrs = state["last_epoch"], state["warmup_ended_at"], state["base_lrs"]
+        self.spent_so_far = float(state["spent"]) if "spent" in state else float(self.spent())
         self._apply(self._factor())

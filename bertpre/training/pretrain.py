@@ -47,7 +47,7 @@ from bertpre.model.hf_format import from_hf_state_dict
 from bertpre.training.accelerator import describe_precision, finish_trackers, make_accelerator, start_trackers
 from bertpre.training.checkpoint import (CHECKPOINTS_DIR, RUN_CONFIG_FILE, TrainerState, checkpoint_name, is_complete,
                                          list_checkpoints, load_checkpoint, read_checkpoint_weights, save_checkpoint)
-from bertpre.training.optim import TimeBudgetSchedule, build_optimizer, build_scheduler
+from bertpre.training.optim import BudgetSchedule, build_optimizer, build_scheduler
 from bertpre.training.preemption import REQUEUE_SIGNAL, StopRequests, requeue_after_stop, stop_signal_from_flags
 from bertpre.training.preflight import preflight
 from bertpre.training.sharding import refuse_unsupported_fsdp
@@ -215,8 +215,7 @@ def build(config: PretrainConfig) -> _Run:
                                                    whole_word=config.masking.whole_word_mask)
     plan = BatchPlan(len(train_data), batches.global_batch_size, batches.per_device_batch_size, world, config.seed,
                      lengths=train_data.lengths() if batches.bucket_by_length else None)
-    schedule = config.schedule
-    total_steps = _total_steps(config, train_data)
+    total_steps = _total_steps(config)
 
     model = BertForPreTraining(bert, unpad_inputs=config.runtime.unpad_inputs,
                                next_sentence=config.objective == "mlm_nsp")
@@ -241,12 +240,7 @@ def build(config: PretrainConfig) -> _Run:
                                 accelerator.device, optimization.embedding_lr_scale)
     vocabulary = metadata.tokenizer.vocab_sha256
     state = TrainerState(elapsed_seconds=embedding_seconds, vocab_sha256=vocabulary)  # the vectors' time counts in --max-minutes
-    if total_steps == _UNBOUNDED:
-        scheduler: Any = TimeBudgetSchedule(optimizer, schedule.warmup_steps, schedule.max_minutes * 60,
-                                            schedule.lr_schedule, clock=lambda: state.elapsed_seconds)
-    else:
-        scheduler = build_scheduler(optimizer, schedule.warmup_steps, schedule.schedule_steps or total_steps,
-                                    schedule.lr_schedule)
+    scheduler = _learning_rate_schedule(optimizer, config, state, total_steps)
     model, optimizer = accelerator.prepare(model, optimizer)
     if config.runtime.compile:
         model = torch.compile(model)
@@ -290,9 +284,9 @@ def fit(run: _Run, stop_requests: StopRequests, show_progress: bool = True) -> t
     while state.step < run.total_steps:
         step_metrics = _train_step(model, run.optimizer, batches, accelerator, accumulation, config)
         state.elapsed_seconds = elapsed_before + time.perf_counter() - run_started
-        run.scheduler.step()
         all_tokens = _tokens_of_every_process(step_metrics["tokens"], accelerator)
         _update_state(state, step_metrics, all_tokens, config)
+        run.scheduler.step()  # after the step is counted: a token budget's decay reads tokens_seen
         window.add(all_tokens, step_metrics["sequences"] * world)
         if step_metrics["skipped"]:
             accelerator.print(f"step {state.step}: non-finite loss or gradients, step skipped "
@@ -344,17 +338,26 @@ def finish(run: _Run, stopped_because: str, last_metrics: dict[str, float], stop
                            config.runtime.mixed_precision, run.accelerator.is_main_process)
 
 
-_UNBOUNDED = 2**62  # a run with only a time budget: the loop ends when the time is up
+_UNBOUNDED = 2**62  # a run with a time or token budget and no step limit: the loop ends when the budget is spent
 
 
-def _total_steps(config: PretrainConfig, train_data: PretrainingData) -> int:
+def _total_steps(config: PretrainConfig) -> int:
+    return config.schedule.max_steps or _UNBOUNDED
+
+
+def _learning_rate_schedule(optimizer: torch.optim.Optimizer, config: PretrainConfig, state: TrainerState,
+                            total_steps: int) -> Any:
+    """Warm-up then decay over the run's length: its steps (``max_steps`` or ``schedule_steps``), else its
+    token budget (tokens seen over all processes), else its time budget (elapsed seconds)."""
     schedule = config.schedule
-    if schedule.max_steps:
-        return schedule.max_steps
+    if schedule.schedule_steps or total_steps != _UNBOUNDED:
+        return build_scheduler(optimizer, schedule.warmup_steps, schedule.schedule_steps or total_steps,
+                               schedule.lr_schedule)
     if schedule.max_tokens:
-        mean_length = float(train_data.lengths().mean())
-        return math.ceil(schedule.max_tokens / (config.batches.global_batch_size * mean_length))
-    return _UNBOUNDED
+        return BudgetSchedule(optimizer, schedule.warmup_steps, schedule.max_tokens, schedule.lr_schedule,
+                              spent=lambda: state.tokens_seen)
+    return BudgetSchedule(optimizer, schedule.warmup_steps, schedule.max_minutes * 60, schedule.lr_schedule,
+                          spent=lambda: state.elapsed_seconds)
 
 
 def _start_from_word_vectors(model: BertForPreTraining, ids: np.ndarray, example: np.ndarray, special_ids: set[int],
