@@ -167,6 +167,10 @@ class PrepareConfig(CorpusConfig):
     shard: Optional[str] = option(None, "Prepare slice `i/N` of the input files (0-based), for many "
                                   "machines in parallel; write each to its own output.")
     max_shard_size: str = option("500MB", "Largest Arrow file written per split.")
+    decontaminate: list[str] = option([], "Evaluation files (GLUE TSVs, CSV, JSONL, Parquet, hf:NAME@SPLIT): drop "
+                                      "every document that shares a 13-word sequence with one of their texts (every "
+                                      "string cell; texts of 8-12 words count whole), compared lowercased, without "
+                                      "accents, punctuation or Penn-Treebank token splits.")
     overwrite: bool = option(False, "Replace an existing prepared dataset.")
 
     def __post_init__(self) -> None:
