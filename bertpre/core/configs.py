@@ -496,6 +496,12 @@ class FinetuneConfig:
         "auto", "Classification (cross-entropy) or regression (MSE, one output); auto follows the preset.")
     metrics: list[str] = option([], "Metrics to report (accuracy, f1, matthews_correlation, pearson, spearman).")
     metric: Optional[str] = option(None, "Metric that picks the best epoch [the first of metrics].")
+    choose_epoch_on: Literal["selection", "last", "eval"] = option(
+        "selection", "Which rows choose the epoch to keep: `selection`, a slice held out from the training rows "
+        "(selection_fraction; the evaluation set then only scores), `last` (the last epoch), or `eval`, the "
+        "evaluation set itself (optimistic: it picks and scores on the same rows; for reproducing old figures).")
+    selection_fraction: float = option(0.1, "Share of the training rows held out to choose the epoch on (seeded, "
+                                       "stratified by label for classification), with choose_epoch_on: selection.")
     max_seq_length: int = option(128, "Longest tokenized input; longer ones are truncated.")
     per_device_batch_size: int = option(32, "Examples per forward pass on one device.")
     gradient_accumulation_steps: int = option(1, "Micro-batches per optimizer step.")
@@ -507,11 +513,13 @@ class FinetuneConfig:
     early_stopping_patience: Optional[int] = option(None, "Stop after this many epochs without a better metric.")
     seed: int = option(0, "Seed of initialisation, shuffling and dropout.")
     seeds: list[int] = option([], "Fine-tune once per seed and report the mean and spread (outputs under seed-N/); "
-                              "empty: `seed` once.")
+                              "empty: `seed` once, or with compare_random_init the five seeds from `seed` on (what a "
+                              "usable interval needs).")
     init: Literal["pretrained", "random"] = option("pretrained", "Start from the model's weights, or from BERT's random "
                                                    "initialisation of the same architecture (a baseline).")
     compare_random_init: bool = option(False, "Did pretraining pay? Also fine-tune the same architecture from random "
-                                       "initialisation with identical settings and seeds; report both and the gain.")
+                                       "initialisation with identical settings and seeds; report both, the per-seed "
+                                       "differences and the gain with its 95% interval over seeds and evaluation rows.")
     mixed_precision: Optional[Literal["no", "bf16", "fp16"]] = option(
         None, "Mixed precision: bf16, fp16 or `no` (fp32); " + _PRECISION_HELP)
     report_to: list[str] = option(["tensorboard"], _REPORT_TO_HELP)
@@ -539,6 +547,9 @@ class FinetuneConfig:
             raise ConfigError(f"metric: {self.metric} is not among metrics {self.metrics}; add it there")
         if not 0 <= self.warmup_fraction < 1:
             raise ConfigError("warmup_fraction: must be in [0, 1)")
+        if not 0 < self.selection_fraction < 1:
+            raise ConfigError(f"selection_fraction: must be in (0, 1), got {self.selection_fraction} (to train on every "
+                              "row, choose the epoch with --choose-epoch-on last)")
         if self.max_train_samples is not None and self.max_train_samples < 1:
             raise ConfigError("max_train_samples: must be at least 1 (leave it unset to train on every row)")
         self._check_problem_fits_metrics()
@@ -616,6 +627,26 @@ class GlueConfig(FinetuneConfig):
                     raise ConfigError(f"{key}: {', '.join(misfits)} does not apply to {name}, a {kind} task (its "
                                       f"metrics: {', '.join(preset.metrics)}); leave --{key} unset (each task's own) or "
                                       "pick what suits every task of --tasks")
+
+
+@dataclass
+class CompareConfig:
+    """`bertpre compare`: two fine-tuning recipes' saved runs against each other, paired by seed."""
+
+    runs: list[str] = option([], "Two `bertpre finetune` outputs, A then B, scored on the same evaluation rows: each a "
+                             "run directory or a directory of seed-N/ runs (OUTPUT/pretrained of --seeds, OUTPUT/random "
+                             "of --compare-random-init).")
+    names: list[str] = option([], "Names of A and B in the table [the directories' names].")
+    metric: Optional[str] = option(None, "Metric to compare [the first the runs report].")
+    output: Optional[str] = option(None, "Also write the comparison to this JSON file.")
+
+    def __post_init__(self) -> None:
+        if len(self.runs) != 2:
+            raise ConfigError(f"runs: give two fine-tuning outputs to compare (A then B), got {len(self.runs)}")
+        if self.names and len(self.names) != 2:
+            raise ConfigError(f"names: give one name for each of the two runs, got {len(self.names)}")
+        if self.metric and self.metric not in _METRICS:
+            raise ConfigError(f"metric: unknown {self.metric!r} (known: {', '.join(_METRICS)})")
 
 
 @dataclass
