@@ -289,6 +289,10 @@ def test_a_token_budget_run_resumes_bit_identical_after_sigkill(wiki_data: Path,
     assert all(torch.equal(expected[name], got[name]) for name in expected)
     rates = {m["step"]: m["learning_rate"] for m in metrics(output) if "learning_rate" in m}
     assert rates == {m["step"]: m["learning_rate"] for m in metrics(uninterrupted_token_budget) if "learning_rate" in m}
+    again = run(args)  # the budget is spent: the run resumed from its end takes no step more
+    assert "max_tokens reached" in again.stdout and list_checkpoints(output)[-1].name == list_checkpoints(
+        uninterrupted_token_budget)[-1].name
+    assert all(torch.equal(expected[name], tensor) for name, tensor in final_weights(output).items())
 
 
 def test_a_half_written_checkpoint_is_never_taken_for_the_latest(wiki_data: Path, uninterrupted: Path) -> None:

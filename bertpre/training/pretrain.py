@@ -276,12 +276,12 @@ def fit(run: _Run, stop_requests: StopRequests, show_progress: bool = True) -> t
     progress = _progress_bar(show_progress and accelerator.is_local_main_process, state.step,
                              run.total_steps if run.total_steps != _UNBOUNDED else None)
     last_metrics: dict[str, float] = {}
-    stopped_because, stop_signal = "max_steps reached", ""
+    stopped_because, stop_signal = _spent_budget(state, config) or "max_steps reached", ""
     window = _ThroughputWindow()
     elapsed_before = state.elapsed_seconds
     run_started = time.perf_counter()
     model.train()
-    while state.step < run.total_steps:
+    while state.step < run.total_steps and not _spent_budget(state, config):  # a finished run resumed takes no step
         step_metrics = _train_step(model, run.optimizer, batches, accelerator, accumulation, config)
         state.elapsed_seconds = elapsed_before + time.perf_counter() - run_started
         all_tokens = _tokens_of_every_process(step_metrics["tokens"], accelerator)
@@ -558,6 +558,17 @@ def _stop_reason(state: TrainerState, config: PretrainConfig, stop_requests: Sto
     if stop_signal and not (stop_signal == REQUEUE_SIGNAL and budget):
         return f"stop signal ({stop_signal}): checkpoint saved", stop_signal
     return budget, ""
+
+
+def _spent_budget(state: TrainerState, config: PretrainConfig) -> str:
+    """Which time or token budget the counters have reached ('' if none). Inside the loop every rank stops by
+    :func:`_stop_reason`'s agreement; this reads the counters alone, as a run resumed from its end finds them."""
+    schedule = config.schedule
+    if schedule.max_minutes is not None and state.elapsed_seconds >= schedule.max_minutes * 60:
+        return "max_minutes reached"
+    if schedule.max_tokens is not None and state.tokens_seen >= schedule.max_tokens:
+        return "max_tokens reached"
+    return ""
 
 
 def _seed_everything(seed: int) -> None:
