@@ -151,7 +151,8 @@ def describe_decontamination(report: dict[str, Any]) -> list[str]:
              f"({share:.1%} of the words), sharing a {report['ngram']}-word sequence (or a shorter text whole) with"]
     for file in report["files"]:
         unchecked = f", {file['too_short']:,} under {report['min_words']} words not checked" if file["too_short"] else ""
-        lines.append(f"{'':<16} {Path(file['path']).name}: {file['dropped_documents']:,} documents "
+        plural = "s" if file["dropped_documents"] != 1 else ""
+        lines.append(f"{'':<16} {Path(file['path']).name}: {file['dropped_documents']:,} document{plural} "
                      f"({file['texts']:,} texts{unchecked})")
     return lines
 
