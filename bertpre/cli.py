@@ -17,8 +17,8 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from bertpre.core.config import is_group, load_config
-from bertpre.core.configs import (BenchConfig, ExportConfig, FinetuneConfig, GlueConfig, PredictConfig, PrepareConfig,
-                             PretrainConfig, QuickstartConfig, TokenizerConfig)
+from bertpre.core.configs import (BenchConfig, CompareConfig, ExportConfig, FinetuneConfig, GlueConfig, PredictConfig,
+                             PrepareConfig, PretrainConfig, QuickstartConfig, TokenizerConfig)
 from bertpre.core.errors import BertpreError
 
 EXIT_USER_ERROR = 2
@@ -143,6 +143,13 @@ def _run_finetune(args: argparse.Namespace) -> int:
     return 0
 
 
+def _run_compare(args: argparse.Namespace) -> int:
+    from bertpre.tasks.comparison import compare_saved_runs
+
+    print(compare_saved_runs(config_from_args(CompareConfig, args)).table())
+    return 0
+
+
 def _run_predict(args: argparse.Namespace) -> int:
     from bertpre.tasks.predict import predict
 
@@ -232,6 +239,8 @@ def build_parser() -> argparse.ArgumentParser:
                  PredictConfig, _run_predict)
     _add_command(commands, "glue", "Fine-tune one model on several GLUE tasks and print a leaderboard table.",
                  GlueConfig, _run_glue)
+    _add_command(commands, "compare", "Compare two fine-tuning recipes' saved runs, paired by seed: per-seed "
+                 "differences, a 95% interval over seeds and evaluation rows, the verdict.", CompareConfig, _run_compare)
 
     _add_command(commands, "bench", "Time full training steps of bertpre's model against transformers' "
                  "BertForPreTraining on this GPU and print throughput, MFU, memory and ratios.", BenchConfig, _run_bench)

@@ -114,7 +114,7 @@ def sst2_classifier(exported: Path, tmp_path_factory: pytest.TempPathFactory) ->
     rows = shared_path("ci/sst2_dev_first200.tsv")
     summary = finetune(finetune_config(exported, output, task="sst2", train_file=str(rows), eval_file=str(rows)),
                        show_progress=False)
-    assert summary.train_rows == summary.eval_rows == 200
+    assert summary.train_rows == 180 and summary.selection_rows == 20 and summary.eval_rows == 200
     return output
 
 

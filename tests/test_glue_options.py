@@ -17,6 +17,7 @@ from types import SimpleNamespace
 from typing import Any
 
 import accelerate
+import numpy as np
 import pytest
 
 from bertpre.tasks import comparison, glue
@@ -27,6 +28,7 @@ from bertpre.tasks.finetune import FinetuneSummary
 from bertpre.tasks.glue import glue_table, run_glue
 from bertpre.core.glue_tasks import GLUE_TASKS
 from bertpre.export.model_card import card_header
+from bertpre.tasks.metrics import compute_metrics
 
 from .tiny_glue import write_tiny_glue, write_tiny_model
 
@@ -40,7 +42,8 @@ PASSED_THROUGH = {"model": "MODEL", "data_dir": "DATA", "metrics": ["accuracy"],
                   "learning_rate": 1e-3, "weight_decay": 0.0, "warmup_fraction": 0.0, "epochs": 1,
                   "max_train_samples": 10, "early_stopping_patience": 1, "seed": 7, "init": "random",
                   "mixed_precision": "no", "unpad_inputs": True, "cpu": True, "license": "mit", "language": ["en"],
-                  "report_to": ["none"], "project": "glue-tests"}
+                  "report_to": ["none"], "project": "glue-tests", "choose_epoch_on": "last", "selection_fraction": 0.2,
+                  "packing": False, "attention": "sdpa", "compile": True}
 # Options whose effect on the glue run itself has its own test below.
 OWN_TESTS = {"tasks": "test_tasks_choose_and_order_the_tasks",
              "seeds": "test_seeds_run_each_task_per_seed_and_report_mean_and_sd",
@@ -183,6 +186,30 @@ def test_compare_random_init_reports_both_and_the_gain_per_task(tiny: tuple[Path
     assert json.loads((tmp_path / "out" / "cola" / "comparison.json").read_text())["gain"] == pytest.approx(0.3)
 
 
+def test_compare_random_init_gives_each_metric_its_interval_and_verdict(tiny: tuple[Path, Path], tmp_path: Path,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    labels = np.arange(200) % 2
+
+    def scored(config: FinetuneConfig, show_progress: bool = True) -> FinetuneSummary:
+        Path(config.output).mkdir(parents=True, exist_ok=True)
+        right = np.random.default_rng(config.seed).random(200) < (0.95 if config.init == "pretrained" else 0.6)
+        predictions = np.where(right, labels, 1 - labels)
+        metrics = compute_metrics(GLUE_TASKS[config.task].metrics, predictions, labels)
+        return FinetuneSummary(config.output, config.task, 1, metrics, 24, 200, 1.0, eval_predictions=predictions,
+                               eval_labels=labels)
+
+    monkeypatch.setattr(comparison, "finetune", scored)
+    rows = run_glue(glue_config(tiny, tmp_path / "out", compare_random_init=True), show_progress=False)
+    assert [(r["task"], r["metric"]) for r in rows] == [("sst2", "accuracy"), ("cola", "matthews_correlation"),
+                                                       ("cola", "accuracy")]
+    for row in rows:
+        assert sorted(row["differences"]) == ["0", "1", "2", "3", "4"]  # five seeds by default
+        assert 0 < row["interval"][0] < row["gain"] < row["interval"][1] and row["verdict"].startswith("paid: +")
+    assert rows[1]["interval"] != rows[2]["interval"]  # each metric its own
+    table = glue_table(rows)
+    assert "paid" in table and f"[{100 * rows[0]['interval'][0]:+.2f}, {100 * rows[0]['interval'][1]:+.2f}]" in table
+
+
 def test_output_holds_one_folder_per_task_and_the_results(tiny: tuple[Path, Path], tmp_path: Path,
                                                           fake_finetune: list[FinetuneConfig]) -> None:
     rows = run_glue(glue_config(tiny, tmp_path / "out"), show_progress=False)
@@ -272,7 +299,9 @@ def test_glue_command_with_seeds_and_random_init_on_a_tiny_model(tiny: tuple[Pat
                 measured = json.loads((output / row["task"] / init / f"seed-{seed}" / "eval_results.json").read_text())
                 assert row["runs"][init]["scores"][seed] == measured[row["metric"]]
     table = shown[shown.index("\ntask ") + 1:].splitlines()  # fine-tuning prints its progress before
-    assert table[0].split() == ["task", "metric", "pretrained", "random", "init", "gain"]
+    assert table[0].split() == ["task", "metric", "pretrained", "random", "init", "gain", "95%", "interval", "verdict"]
+    assert all("interval" in row and row["verdict"].split(":")[0] in ("paid", "hurt", "no evidence either way")
+               for row in rows)
     assert [line.split()[:2] for line in table[2:5]] == [["sst2", "accuracy"], ["stsb", "pearson"], ["stsb", "spearman"]]
     assert f"saved {output}/glue_results.json" in shown
 

@@ -23,7 +23,7 @@ from bertpre.data.data_order import BatchPlan
 from bertpre.core.errors import BertpreError, ConfigError
 from bertpre.model.attention import TokenLayout
 from bertpre.model.bert import BertForPreTraining, bert_config
-from bertpre.training.optim import Lamb, learning_rate_factor, parameter_groups
+from bertpre.training.optim import BudgetSchedule, Lamb, learning_rate_factor, parameter_groups
 from bertpre.training.preemption import EXIT_PREEMPTED
 from bertpre.training.pretrain import pretrain
 
@@ -96,6 +96,48 @@ def test_learning_rate_schedule() -> None:
     assert learning_rate_factor(100, 10, 100, "linear") == 0.0
     assert learning_rate_factor(55, 10, 100, "cosine") == pytest.approx(0.5)
     assert learning_rate_factor(80, 10, 100, "constant") == 1.0
+
+
+def token_budget_learning_rates(tokens_per_step: list[int], budget: int, warmup_steps: int = 3,
+                                schedule: str = "linear") -> list[float]:
+    """The learning rate of every step of a run given a token budget, steps holding these many tokens (cycled)."""
+    seen = {"tokens": 0}
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+    scheduler = BudgetSchedule(optimizer, warmup_steps, budget, schedule, spent=lambda: seen["tokens"])
+    rates = []
+    while seen["tokens"] < budget:
+        rates.append(optimizer.param_groups[0]["lr"])
+        seen["tokens"] += tokens_per_step[len(rates) % len(tokens_per_step)]
+        scheduler.step()
+    return rates + [optimizer.param_groups[0]["lr"]]  # the rate in force once the budget is spent
+
+
+def test_a_token_budget_decays_to_zero_when_the_tokens_are_spent_whatever_the_steps_hold() -> None:
+    for tokens_per_step in ([100], [37], [250, 20, 90, 131]):  # packed, short, mixed batches
+        rates = token_budget_learning_rates(tokens_per_step, budget=10_000)
+        assert rates[:3] == pytest.approx([1 / 3, 2 / 3, 1.0])  # warm-up counts steps
+        decay = rates[3:-1]
+        assert all(a > b for a, b in zip(decay, decay[1:])) and decay[-1] > 0
+        assert rates[-1] == 0.0  # the decay ends with the budget, not before nor after
+    steps = {len(token_budget_learning_rates(t, 10_000)) for t in ([100], [37], [250])}
+    assert len(steps) == 3  # the same budget, as many steps as the batches' tokens make it
+    cosine = token_budget_learning_rates([100], 10_000, schedule="cosine")
+    assert cosine[-1] == pytest.approx(0.0, abs=1e-12) and cosine[3] == pytest.approx(1.0, abs=1e-3)
+
+
+def test_a_budget_schedule_resumes_with_the_rate_it_saved_not_what_its_counter_says_at_load() -> None:
+    seen = {"tokens": 0}
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+    scheduler = BudgetSchedule(optimizer, 2, 1000, "linear", spent=lambda: seen["tokens"])
+    for _ in range(6):
+        seen["tokens"] += 70
+        scheduler.step()
+    saved, rate = scheduler.state_dict(), optimizer.param_groups[0]["lr"]
+    seen["tokens"] = 0  # a resumed run restores its counters after the schedule
+    fresh = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+    resumed = BudgetSchedule(fresh, 2, 1000, "linear", spent=lambda: seen["tokens"])
+    resumed.load_state_dict(saved)
+    assert fresh.param_groups[0]["lr"] == rate == pytest.approx(1 - (420 - 140) / (1000 - 140))
 
 
 def test_lamb_matches_the_formula_and_decay_skips_biases_and_layernorm() -> None:
@@ -209,6 +251,49 @@ def test_sigterm_saves_a_checkpoint_exits_75_and_the_run_continues_exactly(wiki_
     run(args)
     expected, got = final_weights(uninterrupted), final_weights(output)
     assert all(torch.equal(expected[name], got[name]) for name in expected)
+
+
+TOKEN_BUDGET = ["--max-tokens", "30000", "--checkpoint-every", "8"]
+
+
+@pytest.fixture(scope="module")
+def uninterrupted_token_budget(wiki_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    output = tmp_path_factory.mktemp("runs") / "tokens"
+    run(cli("--data", str(wiki_data), "--output", str(output), *COMMON, *TOKEN_BUDGET))
+    return output
+
+
+def test_a_token_budget_run_stops_at_its_budget_with_its_decay_done(uninterrupted_token_budget: Path) -> None:
+    lines = [m for m in metrics(uninterrupted_token_budget) if "learning_rate" in m]
+    state = json.loads((list_checkpoints(uninterrupted_token_budget)[-1] / "trainer_state.json").read_text())
+    tokens_per_step = state["tokens_seen"] / state["step"]
+    assert 30000 <= state["tokens_seen"] < 30000 + 2 * tokens_per_step
+    warmed_up = next(m for m in lines if m["step"] == 5)  # --warmup-steps 5; the rate logged sets the next step's
+    assert warmed_up["learning_rate"] == pytest.approx(2e-3)
+    for m in lines[1:]:  # the decay follows the tokens seen, not the steps
+        share = (m["tokens_seen"] - warmed_up["tokens_seen"]) / (30000 - warmed_up["tokens_seen"])
+        assert m["learning_rate"] == pytest.approx(2e-3 * max(0.0, 1 - share), rel=1e-6, abs=1e-12)
+
+
+def test_a_token_budget_run_resumes_bit_identical_after_sigkill(wiki_data: Path, uninterrupted_token_budget: Path,
+                                                                tmp_path: Path) -> None:
+    output = tmp_path / "killed"
+    args = cli("--data", str(wiki_data), "--output", str(output), *COMMON, *TOKEN_BUDGET)
+    process = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    wait_for(output / "checkpoints" / "step-00000016", process)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    result = run(args)
+    assert "resumed from" in result.stdout + result.stderr and "max_tokens reached" in result.stdout
+    expected, got = final_weights(uninterrupted_token_budget), final_weights(output)
+    assert list_checkpoints(output)[-1].name == list_checkpoints(uninterrupted_token_budget)[-1].name
+    assert all(torch.equal(expected[name], got[name]) for name in expected)
+    rates = {m["step"]: m["learning_rate"] for m in metrics(output) if "learning_rate" in m}
+    assert rates == {m["step"]: m["learning_rate"] for m in metrics(uninterrupted_token_budget) if "learning_rate" in m}
+    again = run(args)  # the budget is spent: the run resumed from its end takes no step more
+    assert "max_tokens reached" in again.stdout and list_checkpoints(output)[-1].name == list_checkpoints(
+        uninterrupted_token_budget)[-1].name
+    assert all(torch.equal(expected[name], tensor) for name, tensor in final_weights(output).items())
 
 
 def test_a_half_written_checkpoint_is_never_taken_for_the_latest(wiki_data: Path, uninterrupted: Path) -> None:

@@ -146,6 +146,10 @@ def test_finetune_compares_with_random_init_over_seeds(data: Path, tmp_path: Pat
     assert summary.gain() == pytest.approx(summary.mean("pretrained") - summary.mean("random"))
     saved = json.loads((tmp_path / "cmp" / "comparison.json").read_text())
     assert saved["gain"] == pytest.approx(summary.gain()) and "gain" in summary.table()
+    paired = summary.interval()  # from the runs' saved per-row predictions, paired by seed
+    assert paired.seeds == [0, 1] and paired.mean == pytest.approx(summary.gain())
+    assert saved["comparison"]["verdict"] == paired.verdict() and paired.verdict() in summary.table()
+    assert "only 2 seeds" in summary.table() and "held out" in summary.table()
     # the random-init runs really are random: their weights differ from the exported encoder's
     from safetensors.torch import load_file
 

@@ -171,6 +171,10 @@ class PrepareConfig(CorpusConfig):
     shard: Optional[str] = option(None, "Prepare slice `i/N` of the input files (0-based), for many "
                                   "machines in parallel; write each to its own output.")
     max_shard_size: str = option("500MB", "Largest Arrow file written per split.")
+    decontaminate: list[str] = option([], "Evaluation files (GLUE TSVs, CSV, JSONL, Parquet, hf:NAME@SPLIT): drop "
+                                      "every document that shares a 13-word sequence with one of their texts (every "
+                                      "string cell; texts of 8-12 words count whole), compared lowercased, without "
+                                      "accents, punctuation or Penn-Treebank token splits.")
     overwrite: bool = option(False, "Replace an existing prepared dataset.")
 
     def __post_init__(self) -> None:
@@ -295,8 +299,17 @@ class BatchOptions:
     bucket_by_length: bool = option(False, "Sort each step's sequences by length before cutting micro-batches: "
                                     "less padding with gradient accumulation or several processes.")
     num_workers: int = option(2, "Data-loading worker processes per device.")
+    batch_warmup_steps: int = option(0, "Batch-size warm-up (ModernBERT): over this many steps the batch grows "
+                                     "linearly from batch_warmup_start of global_batch_size to all of it, in whole "
+                                     "micro-steps (so it needs gradient accumulation); no sequence is skipped.")
+    batch_warmup_start: float = option(0.25, "The share of global_batch_size the first step of a batch-size warm-up "
+                                       "reads.")
 
     def __post_init__(self) -> None:
+        if self.batch_warmup_steps < 0:
+            raise ConfigError(f"batch_warmup_steps: must be 0 or more, got {self.batch_warmup_steps}")
+        if not 0.0 < self.batch_warmup_start <= 1.0:
+            raise ConfigError(f"batch_warmup_start: must be in (0, 1], got {self.batch_warmup_start}")
         for name in ("global_batch_size", "per_device_batch_size"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name}: must be at least 1, got {getattr(self, name)}")
@@ -316,11 +329,20 @@ class MaskingOptions:
     eval_mlm_probability: float = option(0.15, "Fraction of tokens masked in held-out evaluation, whatever the "
                                          "training rate: runs that train at different rates report comparable "
                                          "masked-LM accuracy (BERT's 15%).")
+    mlm_probability_end: Optional[float] = option(None, "A masking-rate schedule: the rate moves linearly from "
+                                                  "mlm_probability to this over mlm_probability_steps (e.g. 0.3 → "
+                                                  "0.15, mmBERT), then stays.")
+    mlm_probability_steps: Optional[int] = option(None, "Steps over which the masking rate moves to "
+                                                  "mlm_probability_end [the run's max_steps or schedule_steps].")
 
     def __post_init__(self) -> None:
         for name in ("mlm_probability", "eval_mlm_probability"):
             if not 0.0 < getattr(self, name) < 1.0:
                 raise ConfigError(f"{name}: must be in (0, 1), got {getattr(self, name)}")
+        if self.mlm_probability_end is not None and not 0.0 < self.mlm_probability_end < 1.0:
+            raise ConfigError(f"mlm_probability_end: must be in (0, 1), got {self.mlm_probability_end}")
+        if self.mlm_probability_steps is not None and self.mlm_probability_steps < 1:
+            raise ConfigError(f"mlm_probability_steps: must be at least 1, got {self.mlm_probability_steps}")
 
 
 @dataclass
@@ -350,14 +372,26 @@ class OptimizationOptions:
 class ScheduleOptions:
     """`pretrain` learning-rate schedule and budgets."""
 
-    lr_schedule: Literal["linear", "cosine", "constant"] = option("linear", "Decay after warm-up.")
+    lr_schedule: Literal["linear", "cosine", "constant", "wsd"] = option(
+        "linear", "Decay after warm-up: linear, cosine, constant, or wsd (warm-up, stable, decay: the peak rate held, "
+        "then decay_shape over the run's last decay_fraction or decay_steps).")
+    decay_fraction: float = option(0.1, "wsd: the share of the schedule spent decaying (its steps, or its token or "
+                                   "time budget).")
+    decay_steps: Optional[int] = option(None, "wsd on steps: the decay's length in steps instead of decay_fraction. "
+                                        "Resuming a stable-phase checkpoint with --max-steps N+D --decay-steps D "
+                                        "decays it over D steps from there.")
+    decay_shape: Literal["1-sqrt", "linear", "cosine"] = option("1-sqrt", "wsd: the shape of the decay (1-sqrt: "
+                                                                 "slow, then fast; Hägele et al. 2024).")
     warmup_steps: int = option(10000, "Linear warm-up steps (BERT: 10,000).")
     max_steps: Optional[int] = option(None, "Stop after this many optimizer steps.")
-    max_tokens: Optional[int] = option(None, "Stop after this many tokens (padding excluded); sets the "
-                                       "schedule length when max_steps is unset.")
+    max_tokens: Optional[int] = option(None, "Stop after this many tokens (padding excluded, all processes). "
+                                       "Without max_steps it is the schedule's length too: after warm-up the "
+                                       "learning rate decays with the share of the token budget spent, so a run "
+                                       "is the same experiment on any hardware and any batch composition.")
     max_minutes: Optional[float] = option(None, "Stop (with a checkpoint) after this much wall time. Alone (no "
                                           "max_steps or max_tokens) it is the schedule's length too: the learning "
-                                          "rate decays with the share of the time budget spent.")
+                                          "rate decays with the share of the time budget spent (a different "
+                                          "experiment on every machine: prefer max_tokens).")
     schedule_steps: Optional[int] = option(None, "Length of the learning-rate schedule, when it should differ "
                                            "from max_steps (a run done in chunks: stop at max_steps, resume "
                                            "later with a larger one).")
@@ -374,6 +408,21 @@ class ScheduleOptions:
                 raise ConfigError(f"{name}: must be positive, got {value}")
         if self.max_steps is not None and self.max_steps < 1:
             raise ConfigError("max_steps: must be at least 1")
+        if not 0.0 < self.decay_fraction <= 1.0:
+            raise ConfigError(f"decay_fraction: must be in (0, 1], got {self.decay_fraction}")
+        if self.decay_steps is not None:
+            if self.decay_steps < 1:
+                raise ConfigError(f"decay_steps: must be at least 1, got {self.decay_steps}")
+            if self.lr_schedule != "wsd":
+                raise ConfigError(f"decay_steps: applies to lr_schedule wsd, not {self.lr_schedule}")
+            if self.max_steps is None and self.schedule_steps is None:
+                raise ConfigError("decay_steps: counts steps, and this run's schedule follows its token or time budget; "
+                                  "use decay_fraction, or give max_steps")
+
+    def decay(self) -> Any:
+        """The schedule after warm-up as ``bertpre.training.optim.Decay`` takes it (name, fraction, shape, steps)."""
+        return {"schedule": self.lr_schedule, "fraction": self.decay_fraction, "shape": self.decay_shape,
+                "steps": self.decay_steps}
 
 
 @dataclass
@@ -528,6 +577,12 @@ class FinetuneConfig:
         "auto", "Classification (cross-entropy) or regression (MSE, one output); auto follows the preset.")
     metrics: list[str] = option([], "Metrics to report (accuracy, f1, matthews_correlation, pearson, spearman).")
     metric: Optional[str] = option(None, "Metric that picks the best epoch [the first of metrics].")
+    choose_epoch_on: Literal["selection", "last", "eval"] = option(
+        "selection", "Which rows choose the epoch to keep: `selection`, a slice held out from the training rows "
+        "(selection_fraction; the evaluation set then only scores), `last` (the last epoch), or `eval`, the "
+        "evaluation set itself (optimistic: it picks and scores on the same rows; for reproducing old figures).")
+    selection_fraction: float = option(0.1, "Share of the training rows held out to choose the epoch on (seeded, "
+                                       "stratified by label for classification), with choose_epoch_on: selection.")
     max_seq_length: int = option(128, "Longest tokenized input; longer ones are truncated.")
     per_device_batch_size: int = option(32, "Examples per forward pass on one device.")
     gradient_accumulation_steps: int = option(1, "Micro-batches per optimizer step.")
@@ -539,11 +594,13 @@ class FinetuneConfig:
     early_stopping_patience: Optional[int] = option(None, "Stop after this many epochs without a better metric.")
     seed: int = option(0, "Seed of initialisation, shuffling and dropout.")
     seeds: list[int] = option([], "Fine-tune once per seed and report the mean and spread (outputs under seed-N/); "
-                              "empty: `seed` once.")
+                              "empty: `seed` once, or with compare_random_init the five seeds from `seed` on (what a "
+                              "usable interval needs).")
     init: Literal["pretrained", "random"] = option("pretrained", "Start from the model's weights, or from BERT's random "
                                                    "initialisation of the same architecture (a baseline).")
     compare_random_init: bool = option(False, "Did pretraining pay? Also fine-tune the same architecture from random "
-                                       "initialisation with identical settings and seeds; report both and the gain.")
+                                       "initialisation with identical settings and seeds; report both, the per-seed "
+                                       "differences and the gain with its 95% interval over seeds and evaluation rows.")
     mixed_precision: Optional[Literal["no", "bf16", "fp16"]] = option(
         None, "Mixed precision: bf16, fp16 or `no` (fp32); " + _PRECISION_HELP)
     report_to: list[str] = option(["tensorboard"], _REPORT_TO_HELP)
@@ -576,6 +633,9 @@ class FinetuneConfig:
             raise ConfigError(f"metric: {self.metric} is not among metrics {self.metrics}; add it there")
         if not 0 <= self.warmup_fraction < 1:
             raise ConfigError("warmup_fraction: must be in [0, 1)")
+        if not 0 < self.selection_fraction < 1:
+            raise ConfigError(f"selection_fraction: must be in (0, 1), got {self.selection_fraction} (to train on every "
+                              "row, choose the epoch with --choose-epoch-on last)")
         if self.max_train_samples is not None and self.max_train_samples < 1:
             raise ConfigError("max_train_samples: must be at least 1 (leave it unset to train on every row)")
         self._check_problem_fits_metrics()
@@ -653,6 +713,26 @@ class GlueConfig(FinetuneConfig):
                     raise ConfigError(f"{key}: {', '.join(misfits)} does not apply to {name}, a {kind} task (its "
                                       f"metrics: {', '.join(preset.metrics)}); leave --{key} unset (each task's own) or "
                                       "pick what suits every task of --tasks")
+
+
+@dataclass
+class CompareConfig:
+    """`bertpre compare`: two fine-tuning recipes' saved runs against each other, paired by seed."""
+
+    runs: list[str] = option([], "Two `bertpre finetune` outputs, A then B, scored on the same evaluation rows: each a "
+                             "run directory or a directory of seed-N/ runs (OUTPUT/pretrained of --seeds, OUTPUT/random "
+                             "of --compare-random-init).")
+    names: list[str] = option([], "Names of A and B in the table [the directories' names].")
+    metric: Optional[str] = option(None, "Metric to compare [the first the runs report].")
+    output: Optional[str] = option(None, "Also write the comparison to this JSON file.")
+
+    def __post_init__(self) -> None:
+        if len(self.runs) != 2:
+            raise ConfigError(f"runs: give two fine-tuning outputs to compare (A then B), got {len(self.runs)}")
+        if self.names and len(self.names) != 2:
+            raise ConfigError(f"names: give one name for each of the two runs, got {len(self.names)}")
+        if self.metric and self.metric not in _METRICS:
+            raise ConfigError(f"metric: unknown {self.metric!r} (known: {', '.join(_METRICS)})")
 
 
 @dataclass

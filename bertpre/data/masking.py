@@ -61,13 +61,16 @@ class MaskingCollator:
         # specials are the first k ids.
         self._ordinary = torch.nonzero(~self._special).flatten()
 
-    def __call__(self, examples: Sequence[dict[str, Any]], generator: Any = None) -> dict[str, Any]:
-        """Pad and mask ``examples`` with ``generator`` (a seeded ``torch.Generator``)."""
+    def __call__(self, examples: Sequence[dict[str, Any]], generator: Any = None,
+                 mlm_probability: Optional[float] = None) -> dict[str, Any]:
+        """Pad and mask ``examples`` with ``generator`` (a seeded ``torch.Generator``), at ``mlm_probability``
+        when given (a masking-rate schedule) instead of the collator's own rate."""
         batch = self.pad(examples)
         batch.update(unpadded_index(batch["attention_mask"]))
-        return self._masked(batch, generator)
+        return self._masked(batch, generator, mlm_probability)
 
-    def pack(self, rows: Sequence[Sequence[dict[str, Any]]], width: int, generator: Any = None) -> dict[str, Any]:
+    def pack(self, rows: Sequence[Sequence[dict[str, Any]]], width: int, generator: Any = None,
+             mlm_probability: Optional[float] = None) -> dict[str, Any]:
         """Pack ``rows`` of examples (whole sequences side by side, ``bertpre/data/packing.py``) and mask them;
         ``next_sentence_label`` has one entry per sequence, in the order of ``cls_positions``."""
         import torch
@@ -75,10 +78,10 @@ class MaskingCollator:
         batch = packed_batch(rows, width, self.pad_token_id)
         batch["next_sentence_label"] = torch.as_tensor([int(e["next_sentence_label"]) for row in rows for e in row],
                                                        dtype=torch.long)
-        return self._masked(batch, generator)
+        return self._masked(batch, generator, mlm_probability)
 
-    def _masked(self, batch: dict[str, Any], generator: Any) -> dict[str, Any]:
-        batch.update(self.mask(batch["input_ids"], generator))
+    def _masked(self, batch: dict[str, Any], generator: Any, mlm_probability: Optional[float]) -> dict[str, Any]:
+        batch.update(self.mask(batch["input_ids"], generator, mlm_probability))
         if self.last_layer_queries:
             batch.update(last_layer_queries(batch))
         return batch
@@ -92,17 +95,19 @@ class MaskingCollator:
                                                        dtype=torch.long)
         return batch
 
-    def mask(self, input_ids: Any, generator: Any = None) -> dict[str, Any]:
-        """Choose and corrupt positions of ``input_ids`` (changed in place); return the labels."""
+    def mask(self, input_ids: Any, generator: Any = None, mlm_probability: Optional[float] = None) -> dict[str, Any]:
+        """Choose and corrupt positions of ``input_ids`` (changed in place) at ``mlm_probability`` (by default the
+        collator's); return the labels."""
         import torch
 
+        rate = self.mlm_probability if mlm_probability is None else mlm_probability
         original = input_ids.clone()
         candidates = ~self._special[input_ids]
         if self.whole_word:
-            chosen = self._choose_whole_words(input_ids, candidates, generator)
+            chosen = self._choose_whole_words(input_ids, candidates, generator, rate)
         else:
             draws = torch.rand(input_ids.shape, generator=generator)
-            chosen = candidates & (draws < self.mlm_probability)
+            chosen = candidates & (draws < rate)
         action = torch.rand(input_ids.shape, generator=generator)
         random_tokens = self._ordinary[torch.randint(0, len(self._ordinary), input_ids.shape, generator=generator)]
         replace_with_mask = chosen & (action < 0.8)
@@ -114,7 +119,7 @@ class MaskingCollator:
         return {"labels": labels, "masked_positions": masked_positions,
                 "masked_labels": original.flatten()[masked_positions]}
 
-    def _choose_whole_words(self, input_ids: Any, candidates: Any, generator: Any) -> Any:
+    def _choose_whole_words(self, input_ids: Any, candidates: Any, generator: Any, rate: float) -> Any:
         import torch
 
         if self.continuation is None:
@@ -128,5 +133,5 @@ class MaskingCollator:
         # A word id per token: the running count of word starts; continuation pieces share it.
         word_ids = torch.cumsum(word_start.long().flatten(), 0).view_as(input_ids)
         word_draws = torch.rand(int(word_ids.max().item()) + 1, generator=generator)
-        chosen_words = word_draws < self.mlm_probability
+        chosen_words = word_draws < rate
         return candidates & chosen_words[word_ids] & (word_ids > 0)

@@ -28,6 +28,7 @@ from bertpre.core.config import save_config
 from bertpre.core.configs import PrepareConfig
 from bertpre.readers.corpus import CorpusStats, read_documents, resolve_inputs, warn_about_replaced_bytes
 from bertpre.data.dataset import token_id_type
+from bertpre.data.decontamination import ContaminationFilter, describe_decontamination
 from bertpre.data.metadata import CONFIG_FILE, TOKENIZER_DIR, ShardMetadata, TokenizerInfo
 from bertpre.core.errors import BertpreError
 from bertpre.core.io import atomic_directory, check_writable_output
@@ -65,6 +66,7 @@ class PrepareSummary:
     single_sentence_documents: float = 0.0
     layouts: dict[str, str] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
+    decontamination: dict[str, Any] = field(default_factory=dict)  # ContaminationFilter.report(): what --decontaminate dropped
 
     def table(self) -> str:
         """A human-readable summary with the length histogram."""
@@ -85,6 +87,7 @@ class PrepareSummary:
             lines.append(f"duplicates       {self.duplicate_lines:,} lines dropped")
         if self.replaced_lines:
             lines.append(f"replaced         {self.replaced_lines:,} lines had undecodable bytes")
+        lines += describe_decontamination(self.decontamination)
         lines.append("pair length (tokens incl. specials):")
         largest = max(self.length_histogram.values(), default=1) or 1
         for bucket, count in self.length_histogram.items():
@@ -118,12 +121,14 @@ def prepare_pretraining_data(config: PrepareConfig, show_progress: bool = True) 
     config = dataclasses.replace(config, tokenizer=str(tokenizer_directory(config.tokenizer)))
     tokenizer_info = _check_tokenizer(config)
     sources = _sources_of_this_shard(config)
+    contamination = ContaminationFilter.from_files(config.decontaminate)  # read and checked before the corpus
     workers = config.num_workers or os.cpu_count() or 1
     if not show_progress:
         datasets.disable_progress_bars()
     with atomic_directory(output, overwrite=config.overwrite) as staging:
         stats = CorpusStats()
-        documents = _tokenized_documents(config, sources, staging, workers, stats, tokenizer_info.vocab_size)
+        documents = _tokenized_documents(config, sources, staging, workers, stats, tokenizer_info.vocab_size,
+                                         contamination)
         train_docs, eval_docs = _split_documents(documents, config.eval_fraction, staging)
         summary_parts = {}
         _refuse_if_no_pairs(config, train_docs)
@@ -136,6 +141,7 @@ def prepare_pretraining_data(config: PrepareConfig, show_progress: bool = True) 
             summary_parts[split] = pairs
         summary = _summarize(config, output, documents, train_docs, eval_docs, summary_parts,
                              time.perf_counter() - started, workers, stats)
+        summary.decontamination = contamination.report()
         _write_metadata(staging, config, tokenizer_info, summary)
         for scratch in ("documents", "train-docs", "eval-docs", "train-pairs", "eval-pairs", "hf-cache"):
             shutil.rmtree(staging / scratch, ignore_errors=True)
@@ -232,7 +238,8 @@ def _text_key(paragraphs: list[str]) -> int:
 
 
 def _tokenized_documents(config: PrepareConfig, sources: list[str], staging: Path, workers: int,
-                         stats: CorpusStats, vocab_size: int):  # noqa: ANN202 - datasets.Dataset
+                         stats: CorpusStats, vocab_size: int,
+                         contamination: ContaminationFilter):  # noqa: ANN202 - datasets.Dataset
     import datasets
 
     id_type = token_id_type(vocab_size)
@@ -265,6 +272,7 @@ def _tokenized_documents(config: PrepareConfig, sources: list[str], staging: Pat
     stats.duplicate_lines = int(sum(raw["duplicate_lines"]))
     stats.layouts = dict(entry.split("\t", 1) for entries in raw["layouts"] for entry in entries)
     warn_about_replaced_bytes(stats)
+    raw = contamination.drop_from(raw, workers)  # on the documents' text, before anything is tokenized
     tokenized = raw.map(
         _tokenize_documents, batched=True, batch_size=DOCUMENTS_PER_WRITE, writer_batch_size=DOCUMENTS_PER_WRITE,
         num_proc=workers if workers > 1 else None,

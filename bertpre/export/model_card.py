@@ -103,7 +103,8 @@ def classifier_model_card(config: Any, task: Any, model_config: Any, best: dict[
         f"- base model: `{base_model or config.model}`",
         f"- task: {task.name} ({'regression' if task.regression else f'{len(task.label_list)} classes'})",
         f"- labels: {model_config.id2label if not task.regression else 'score'}",
-        f"- best epoch: {best['epoch']} of {config.epochs}",
+        f"- epoch kept: {best['epoch']} of {config.epochs}"
+        + (f", chosen on {best['chosen_on']}" if best.get("chosen_on") else ""),
         *[f"- eval {k}: {v:.4f}" for k, v in best["metrics"].items()], "",
         "```python", "from transformers import pipeline",
         f'classify = pipeline("text-classification", model="{output / "model"}")', "```", ""])

@@ -161,7 +161,9 @@ def _bertpre_run(config: BenchConfig, train_file: str, eval_file: str, variant: 
                 "weight_decay": "0.01", "warmup_fraction": "0.1", "seed": "0", "report_to": "none",
                 "cpu": str(config.cpu).lower(), "output": str(output), "packing": str(variant != "padded").lower(),
                 "compile": str(variant == "packed-compile").lower(),
-                "mixed_precision": "bf16" if variant == "packed-bf16" else "no"}
+                "mixed_precision": "bf16" if variant == "packed-bf16" else "no",
+                # every training row trains, as in the reference loop, and its one epoch is the one kept
+                "choose_epoch_on": "last"}
     if config.text_pair_column:
         settings["text_pair_column"] = "text_pair"
     started = time.perf_counter()

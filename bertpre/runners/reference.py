@@ -16,7 +16,8 @@ from pathlib import Path
 from typing import Any, Optional, Sequence
 
 from bertpre.core.config import is_group
-from bertpre.core.configs import (BenchConfig, ExportConfig, FinetuneConfig, GlueConfig, PredictConfig, PrepareConfig,
+from bertpre.core.configs import (BenchConfig, CompareConfig, ExportConfig, FinetuneConfig, GlueConfig, PredictConfig,
+                                  PrepareConfig,
                                   PretrainConfig, QuickstartConfig, TokenizerConfig)
 
 PAGES: dict[str, tuple[str, type]] = {
@@ -27,6 +28,7 @@ PAGES: dict[str, tuple[str, type]] = {
     "finetune.md": ("finetune", FinetuneConfig),
     "predict.md": ("predict", PredictConfig),
     "glue.md": ("glue", GlueConfig),
+    "compare.md": ("compare", CompareConfig),
     "bench.md": ("bench", BenchConfig),
     "quickstart.md": ("quickstart", QuickstartConfig),
 }

@@ -3,7 +3,8 @@ GLUE presets), exported so that vanilla ``AutoModelForSequenceClassification`` a
 ``pipeline("text-classification")`` load it, with ``id2label`` / ``label2id`` from the data.
 
 ``finetune`` is three steps: ``build`` (task, model, data, optimizer), ``fit`` (the epochs, keeping
-the best) and ``finish`` (export the best epoch's model).
+the best on a slice held out from the training rows, never on the evaluation set) and ``finish`` (score
+the kept epoch on the evaluation set, keep its per-row predictions, export its model).
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from bertpre.core.config import save_config
 from bertpre.core.configs import FinetuneConfig
 from bertpre.core.errors import BertpreError
 from bertpre.core.glue_tasks import GLUE_TASKS
+from bertpre.core.seeding import stable_hash64
 from bertpre.model.architectures import attention_dropout
 from bertpre.model.attention import choose_kernel
 from bertpre.model.hf_directory import (check_tokenizer_matches, export_model, load_pretrained, read_model_config,
@@ -43,6 +45,8 @@ from bertpre.core.resolve import model_directory
 from bertpre.training.sharding import refuse_unsupported_fsdp
 from bertpre.readers.tables import EncodedRows, LabelledData, as_floats, read_table, select_columns
 from bertpre.tokenizer.files import check_wordpiece_files, load_tokenizer
+
+PREDICTIONS_FILE = "eval_predictions.jsonl"  # the kept epoch's prediction of every evaluation row, for comparisons
 
 
 @dataclass
@@ -58,13 +62,18 @@ class FinetuneSummary:
     seconds: float
     history: list[dict[str, float]] = field(default_factory=list)
     precision: str = ""  # the accelerator's mixed_precision: no, bf16, fp16
+    chosen_on: str = ""  # which rows chose the epoch, in words
+    selection_rows: int = 0
+    eval_predictions: Optional[np.ndarray] = None  # per evaluation row, in the file's order: class id or score
+    eval_labels: Optional[np.ndarray] = None
 
     def table(self) -> str:
         """Human-readable summary."""
+        selection = f", {self.selection_rows:,} held out to choose the epoch" if self.selection_rows else ""
         lines = [f"classifier       {self.output}", f"task             {self.task}",
-                 f"rows             {self.train_rows:,} train, {self.eval_rows:,} eval",
-                 f"best epoch       {self.best_epoch}"]
-        lines += [f"{name:<16} {value:.4f}" for name, value in self.best_metrics.items()]
+                 f"rows             {self.train_rows:,} train{selection}, {self.eval_rows:,} eval",
+                 f"epoch kept       {self.best_epoch}, chosen on {self.chosen_on}"]
+        lines += [f"{'eval ' + name:<16} {value:.4f}" for name, value in self.best_metrics.items()]
         lines.append(f"wall time        {self.seconds:.0f} s")
         if self.precision:
             lines.append(f"precision        {describe_precision(self.precision)}")
@@ -80,6 +89,7 @@ class _ResolvedTask:
     label_list: list[str]
     label_names: dict[str, str]
     metrics: tuple[str, ...]
+    selection: Optional[LabelledData] = None  # held out from the training rows to choose the epoch on
 
 
 def _resolve_task(config: FinetuneConfig) -> _ResolvedTask:
@@ -118,8 +128,31 @@ def _resolve_task(config: FinetuneConfig) -> _ResolvedTask:
     if config.metric and config.metric not in metrics:  # the metric that picks the best epoch is reported too
         metrics += (config.metric,)
     names = dict(preset.label_names or {}) if preset else {}
+    selection = None
+    if config.choose_epoch_on == "selection":
+        train, selection = _hold_out_selection(train, config, regression, train_file)
     return _ResolvedTask(config.task or _task_name(train_file), train, evaluation, regression, label_list,
-                         names, metrics)
+                         names, metrics, selection)
+
+
+def _hold_out_selection(train: LabelledData, config: FinetuneConfig, regression: bool,
+                        train_file: str) -> tuple[LabelledData, LabelledData]:
+    """Split ``selection_fraction`` of the training rows off, seeded by ``seed``; for classification the same
+    share of every label, at least one row of each (a label of one row stays in training)."""
+    generator = random.Random(stable_hash64(f"selection/{config.seed}"))
+    groups: dict[str, list[int]] = {}
+    for index, label in enumerate(train.labels):
+        groups.setdefault("" if regression else str(label), []).append(index)
+    held_out: list[int] = []
+    for key in sorted(groups, key=_natural_key):
+        members = groups[key]
+        generator.shuffle(members)
+        held_out += members[:min(len(members) - 1, max(1, round(config.selection_fraction * len(members))))]
+    if not held_out:
+        raise BertpreError(f"selection_fraction: {config.selection_fraction} of the {len(train.texts)} training rows of "
+                           f"{train_file} holds out no row to choose the epoch on; raise it, or use --choose-epoch-on last")
+    kept = sorted(set(range(len(train.texts))) - set(held_out))
+    return train.subset(kept), train.subset(sorted(held_out))
 
 
 def _task_name(train_file: str) -> str:
@@ -159,6 +192,7 @@ class _Run:
     scheduler: Any
     train_loader: Any
     eval_loader: Any
+    selection_loader: Any  # the rows that choose the epoch: the selection slice, the evaluation set, or none
     train_rows: int
     eval_rows: int
 
@@ -226,6 +260,12 @@ def build(config: FinetuneConfig) -> _Run:
                                                collate_fn=collate, generator=torch.Generator().manual_seed(config.seed))
     eval_loader = torch.utils.data.DataLoader(eval_set, batch_size=config.per_device_batch_size * 2,
                                               collate_fn=collate)
+    selection_loader = None
+    if task.selection is not None:
+        selection_labels = task.selection.labels if task.regression else [to_id[str(v)] for v in task.selection.labels]
+        selection_loader = accelerator.prepare(torch.utils.data.DataLoader(
+            EncodedRows(tokenizer, task.selection, config.max_seq_length, selection_labels),
+            batch_size=config.per_device_batch_size * 2, collate_fn=collate))
     optimizer = torch.optim.AdamW(parameter_groups(model, config.weight_decay), lr=config.learning_rate,
                                   fused=accelerator.device.type in FUSED_ADAMW_DEVICES)
     steps_per_epoch = math.ceil(len(train_loader) / config.gradient_accumulation_steps)
@@ -236,7 +276,9 @@ def build(config: FinetuneConfig) -> _Run:
     if config.compile:  # in place: the weights keep their names, and the export is the eager model's
         accelerator.unwrap_model(model).compile(dynamic=True)
     start_trackers(accelerator, config.output, config.project, config.run_name, dataclasses.asdict(config))
-    return _Run(config, task, accelerator, model, optimizer, scheduler, train_loader, eval_loader,
+    if config.choose_epoch_on == "eval":
+        selection_loader = eval_loader
+    return _Run(config, task, accelerator, model, optimizer, scheduler, train_loader, eval_loader, selection_loader,
                 len(train_set), len(eval_set))
 
 
@@ -264,14 +306,15 @@ def _clear_earlier_run(output: Path, cpu: bool) -> None:
     accelerator exists, since it opens the TensorBoard writer there; by the main process alone."""
     processes = process_state(cpu)
     if processes.is_main_process:
-        for name in (METRICS_FILE, "eval_results.json", "finetune.yaml"):
+        for name in (METRICS_FILE, "eval_results.json", "finetune.yaml", PREDICTIONS_FILE):
             (output / name).unlink(missing_ok=True)
         shutil.rmtree(output / TENSORBOARD_DIR, ignore_errors=True)
     processes.wait_for_everyone()
 
 
 def fit(run: _Run, show_progress: bool = True) -> tuple[_Best, list[dict[str, float]]]:
-    """Train epoch by epoch, evaluating after each; keep the best epoch's weights; stop early if asked."""
+    """Train epoch by epoch, scoring each on the rows that choose the epoch (``choose_epoch_on``); keep the best
+    epoch's weights; stop early if asked. The evaluation set is not looked at here (unless it is those rows)."""
     from tqdm.auto import tqdm
 
     config, task, accelerator, model = run.config, run.task, run.accelerator, run.model
@@ -308,16 +351,18 @@ def fit(run: _Run, show_progress: bool = True) -> tuple[_Best, list[dict[str, fl
         if not math.isfinite(last_loss):  # weights gone non-finite stay so: the epoch's last step shows it
             raise BertpreError(f"fine-tuning diverged in epoch {epoch} (loss {last_loss}); lower --learning-rate "
                                f"(now {config.learning_rate:g})")
-        predictions, labels = _predict_loader(model, run.eval_loader, accelerator, task.regression)
-        results = compute_metrics(task.metrics, predictions, labels)
-        if not all(math.isfinite(value) for value in results.values()):
-            raise BertpreError(f"epoch {epoch}: evaluation gave {results} (the model's outputs are not finite); "
-                               f"lower --learning-rate (now {config.learning_rate:g})")
-        history.append({"epoch": epoch, "step": step, **results, "padding_fraction": 1 - real / max(slots, 1)})
-        accelerator.log({f"eval/{k}": v for k, v in results.items()}, step=step)
+        record: dict[str, float] = {"epoch": epoch, "step": step, "padding_fraction": 1 - real / max(slots, 1)}
+        if run.selection_loader is None:  # --choose-epoch-on last: each epoch is kept over the one before
+            results = {primary: float(epoch)}
+        else:  # the selection slice, or with --choose-epoch-on eval the evaluation set
+            results = _scores(model, run.selection_loader, accelerator, task, f"epoch {epoch}", config)[0]
+            record.update({f"{config.choose_epoch_on}_{k}": v for k, v in results.items()})
+            accelerator.log({f"{config.choose_epoch_on}/{k}": v for k, v in results.items()}, step=step)
+            accelerator.print(f"epoch {epoch} ({config.choose_epoch_on}): "
+                              + ", ".join(f"{k} {v:.4f}" for k, v in results.items()))
+        history.append(record)
         if accelerator.is_main_process:
-            append_metrics(output, history[-1])
-        accelerator.print(f"epoch {epoch}: " + ", ".join(f"{k} {v:.4f}" for k, v in results.items()))
+            append_metrics(output, record)
         if results[primary] > best.score:
             weights = accelerator.unwrap_model(model).state_dict()
             best = _Best(results[primary], epoch, results,
@@ -332,16 +377,51 @@ def fit(run: _Run, show_progress: bool = True) -> tuple[_Best, list[dict[str, fl
 
 
 def finish(run: _Run, best: _Best, history: list[dict[str, float]], started: float) -> FinetuneSummary:
-    """Export the best epoch's model with its tokenizer, card, config and evaluation results."""
-    finish_trackers(run.accelerator)  # the next fine-tune of the command (a seed, a GLUE task) needs the process group
-    final = run.accelerator.unwrap_model(run.model)
+    """Score the kept epoch on the evaluation set; export its model with its tokenizer, card, config, evaluation
+    results and per-row predictions."""
+    config, accelerator = run.config, run.accelerator
+    final = accelerator.unwrap_model(run.model)
     final.load_state_dict(best.state)
-    output = Path(run.config.output)
-    if run.accelerator.is_main_process:
-        _export_classifier(final, run.config, run.task, best, output)
+    metrics, predictions, labels = _scores(run.model, run.eval_loader, accelerator, run.task, "the evaluation set",
+                                           config)
+    accelerator.log({f"eval/{k}": v for k, v in metrics.items()}, step=history[-1]["step"] if history else 0)
+    finish_trackers(accelerator)  # the next fine-tune of the command (a seed, a GLUE task) needs the process group
+    best = dataclasses.replace(best, metrics=metrics)
+    chosen_on = _chosen_on(config, run.task)
+    output = Path(config.output)
+    if accelerator.is_main_process:
+        _export_classifier(final, config, run.task, best, output, chosen_on, predictions, labels)
+    selection_rows = len(run.task.selection.texts) if run.task.selection is not None else 0
     return FinetuneSummary(str(output / "model"), run.task.name, best.epoch, best.metrics,
                            run.train_rows, run.eval_rows, time.perf_counter() - started, history,
-                           run.config.mixed_precision)
+                           config.mixed_precision, chosen_on, selection_rows, predictions, labels)
+
+
+def _scores(model: torch.nn.Module, loader: Any, accelerator: Any, task: _ResolvedTask, where: str,
+            config: FinetuneConfig) -> tuple[dict[str, float], np.ndarray, np.ndarray]:
+    """The task's metrics on ``loader``'s rows, with the predictions and labels they come from."""
+    predictions, labels = _predict_loader(model, loader, accelerator, task.regression)
+    results = compute_metrics(task.metrics, predictions, labels)
+    if not all(math.isfinite(value) for value in results.values()):
+        raise BertpreError(f"{where}: evaluation gave {results} (the model's outputs are not finite); "
+                           f"lower --learning-rate (now {config.learning_rate:g})")
+    return results, predictions, labels
+
+
+def _chosen_on(config: FinetuneConfig, task: _ResolvedTask) -> str:
+    """Which rows chose the kept epoch, in words for the summary, eval_results.json and the model card."""
+    if config.choose_epoch_on == "selection":
+        return f"{len(task.selection.texts):,} rows held out from the training rows (seed {config.seed})"
+    return epoch_choice(config)
+
+
+def epoch_choice(config: FinetuneConfig) -> str:
+    """How ``config`` chooses the epoch to keep, in words that hold for every seed."""
+    if config.choose_epoch_on == "selection":
+        return f"{config.selection_fraction:.0%} of the training rows held out"
+    if config.choose_epoch_on == "eval":
+        return "the evaluation set itself (optimistic: the same rows choose and score)"
+    return "none: the last epoch"
 
 
 @torch.no_grad()
@@ -359,9 +439,18 @@ def _predict_loader(model: torch.nn.Module, loader: Any, accelerator: Any, regre
 
 
 def _export_classifier(model: torch.nn.Module, config: FinetuneConfig, task: _ResolvedTask, best: _Best,
-                       output: Path) -> None:
-    card = classifier_model_card(config, task, model.config, {"epoch": best.epoch, "metrics": best.metrics}, output)
+                       output: Path, chosen_on: str, predictions: np.ndarray, labels: np.ndarray) -> None:
+    card = classifier_model_card(config, task, model.config,
+                                 {"epoch": best.epoch, "metrics": best.metrics, "chosen_on": chosen_on}, output)
     export_model(model, output / "model", tokenizer_dir=config.model, overwrite=True, model_card=card)
     save_config(config, output / "finetune.yaml")
     write_text_atomically(output / "eval_results.json", json.dumps({"task": task.name, "best_epoch": best.epoch,
-                                                                     **best.metrics}, indent=2) + "\n")
+                                                                     "epoch_chosen_on": chosen_on, **best.metrics},
+                                                                    indent=2) + "\n")
+    rows = [{"row": i, "label": _plain(y), "prediction": _plain(p)} for i, (p, y) in enumerate(zip(predictions, labels))]
+    write_text_atomically(output / PREDICTIONS_FILE, "".join(json.dumps(row) + "\n" for row in rows))
+
+
+def _plain(value: Any) -> Any:
+    """A numpy scalar as the JSON number it is (class ids stay ints, scores floats)."""
+    return value.item() if hasattr(value, "item") else value

@@ -2,8 +2,9 @@
 
 A runner over the finetune stage (like the quickstart over every stage), not a stage of its own.
 Every task gets the same recipe; with ``--seeds`` each task is fine-tuned once per seed and reported
-as mean ± sd, and with ``--compare-random-init true`` also from random initialisation, with the
-gain of pretraining per task (through ``bertpre/tasks/comparison.py``).
+as mean ± sd, and with ``--compare-random-init true`` also from random initialisation (five seeds by
+default), with the gain of pretraining per task and metric, its 95% interval over seeds and evaluation
+rows and the verdict (through ``bertpre/tasks/comparison.py``).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from bertpre.training.accelerator import process_state
-from bertpre.tasks.comparison import ComparisonSummary, compare_finetunes, wants_several_runs
+from bertpre.tasks.comparison import ComparisonSummary, add_run, compare_finetunes, wants_several_runs
 from bertpre.core.config import save_config
 from bertpre.core.configs import FinetuneConfig, GlueConfig
 from bertpre.core.errors import BertpreError
@@ -87,6 +88,10 @@ def task_rows(summary: ComparisonSummary) -> list[dict[str, Any]]:
                                "seconds": summary.seconds}
         if {"pretrained", "random"} <= set(runs):
             row["gain"] = runs["pretrained"]["mean"] - runs["random"]["mean"]
+            comparison = summary.interval(metric)
+            if comparison is not None:
+                row.update(interval=[comparison.low, comparison.high], verdict=comparison.verdict(),
+                           differences={str(s): d for s, d in zip(comparison.seeds, comparison.differences)})
         rows.append(row)
     return rows
 
@@ -100,15 +105,26 @@ def glue_table(rows: list[dict[str, Any]]) -> str:
     width = 15 if several else 7
     titles = {"pretrained": "score" if inits == ["pretrained"] else "pretrained", "random": "random init"}
     header = f"{'task':<8} {'metric':<22}" + "".join(f" {titles[i]:>{width}}" for i in inits)
-    header += f" {'gain':>7}" if "gain" in rows[0] else ""
+    header += f" {'gain':>7} {'95% interval':>17}  verdict" if "gain" in rows[0] else ""
     lines = [header, "-" * len(header)]
     for row in rows:
         cells = "".join(f" {_cell(row['runs'][i], several):>{width}}" for i in inits)
-        gain = f" {100 * row['gain']:>+7.2f}" if "gain" in row else ""
+        gain = f" {100 * row['gain']:>+7.2f} {_interval_cell(row):>17}  {_verdict_word(row)}" if "gain" in row else ""
         lines.append(f"{row['task']:<8} {row['metric']:<22}{cells}{gain}")
     if several:
-        lines.append(f"mean ± sd over seeds {' '.join(seeds)}, best epoch of each run")
+        lines.append(f"mean ± sd over seeds {' '.join(seeds)}; each run's epoch chosen on its selection rows")
+    if "gain" in rows[0]:
+        lines.append("gain: pretrained − random init, paired by seed; 95% bootstrap interval over seeds and evaluation "
+                     "rows")
     return "\n".join(lines)
+
+
+def _interval_cell(row: dict[str, Any]) -> str:
+    return f"[{100 * row['interval'][0]:+.2f}, {100 * row['interval'][1]:+.2f}]" if "interval" in row else "—"
+
+
+def _verdict_word(row: dict[str, Any]) -> str:
+    return row["verdict"].split(":")[0] if "verdict" in row else "no per-row predictions"
 
 
 def _cell(run: dict[str, Any], several: bool) -> str:
@@ -120,9 +136,10 @@ def _run_task(config: FinetuneConfig, show_progress: bool) -> ComparisonSummary:
     if wants_several_runs(config):
         return compare_finetunes(config, show_progress=show_progress)
     result = finetune(config, show_progress=show_progress)
-    return ComparisonSummary(config.output, result.task, config.metric or next(iter(result.best_metrics)),
-                             {config.init: {config.seed: result.best_metrics}}, result.train_rows, result.eval_rows,
-                             result.seconds)
+    summary = ComparisonSummary(config.output, result.task, config.metric or next(iter(result.best_metrics)),
+                                train_rows=result.train_rows, eval_rows=result.eval_rows, labels=result.eval_labels)
+    add_run(summary, config.init, config.seed, result)
+    return summary
 
 
 def _check_task_files(data_dir: str, name: str) -> None:

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import math
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Callable, Optional
 
 import torch
 from torch import Tensor, nn
@@ -127,60 +128,93 @@ def _with_own_embedding_group(model: nn.Module, groups: list[dict[str, Any]], le
     return rest + [{"params": [embeddings], "weight_decay": weight_decay, "lr": learning_rate}]
 
 
-def learning_rate_factor(step: int, warmup_steps: int, total_steps: int, schedule: str) -> float:
-    """Multiplier of the peak learning rate at ``step``: linear warm-up, then the chosen decay."""
-    if step < warmup_steps:
-        return (step + 1) / warmup_steps
-    if schedule == "constant":
-        return 1.0
-    progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
-    if schedule == "cosine":
+@dataclass(frozen=True)
+class Decay:
+    """What the learning rate does after warm-up: ``linear``, ``cosine`` or ``constant``, or ``wsd``
+    (warm-up, stable, decay): the peak rate held, then a decay over the run's last ``fraction`` (or its last
+    ``steps``), shaped ``linear``, ``cosine`` or ``1-sqrt`` (Hägele et al. 2024: the rate falls slowly, then
+    fast, which is what makes a short decay as good as a long cosine)."""
+
+    schedule: str = "linear"
+    fraction: float = 0.1
+    shape: str = "1-sqrt"
+    steps: Optional[int] = None
+
+    def factor(self, done: float, length: float) -> float:
+        """The multiplier of the peak rate once ``done`` of the ``length`` after warm-up is past."""
+        if self.schedule == "constant":
+            return 1.0
+        if self.schedule != "wsd":
+            return _shaped(min(1.0, done / max(length, 1e-9)), self.schedule)
+        decay = min(length, self.steps if self.steps is not None else self.fraction * length)
+        stable = length - decay
+        if done < stable:
+            return 1.0
+        return _shaped(min(1.0, (done - stable) / max(decay, 1e-9)), self.shape)
+
+
+def _shaped(progress: float, shape: str) -> float:
+    """A decay from 1 to 0 as ``progress`` goes from 0 to 1."""
+    if shape == "cosine":
         return 0.5 * (1.0 + math.cos(math.pi * progress))
+    if shape == "1-sqrt":
+        return 1.0 - math.sqrt(progress)
     return max(0.0, 1.0 - progress)
 
 
+def learning_rate_factor(step: int, warmup_steps: int, total_steps: int, schedule: str,
+                         decay: Optional[Decay] = None) -> float:
+    """Multiplier of the peak learning rate at ``step``: linear warm-up, then the chosen decay (``decay`` gives
+    the wsd shape; by default the plain ``schedule``)."""
+    if step < warmup_steps:
+        return (step + 1) / warmup_steps
+    return (decay or Decay(schedule)).factor(step - warmup_steps, max(1, total_steps - warmup_steps))
+
+
 def build_scheduler(optimizer: torch.optim.Optimizer, warmup_steps: int, total_steps: int,
-                    schedule: str = "linear") -> torch.optim.lr_scheduler.LambdaLR:
-    """A per-step scheduler: linear warm-up over ``warmup_steps``, then ``schedule`` to ``total_steps``."""
+                    schedule: str = "linear", decay: Optional[Decay] = None) -> torch.optim.lr_scheduler.LambdaLR:
+    """A per-step scheduler: linear warm-up over ``warmup_steps``, then ``schedule`` to ``total_steps``.
+
+    The steps are all a checkpoint keeps (``last_epoch``): a run resumed with a longer ``total_steps`` (or
+    another wsd decay length) continues on the schedule of its new length."""
     return torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda step: learning_rate_factor(step, warmup_steps, total_steps, schedule))
+        optimizer, lambda step: learning_rate_factor(step, warmup_steps, total_steps, schedule, decay))
 
 
-class TimeBudgetSchedule:
-    """Linear warm-up over steps, then decay by the share of a wall-time budget spent since warm-up.
+class BudgetSchedule:
+    """Linear warm-up over steps, then decay by the share of a budget spent since warm-up.
 
-    For runs given only ``max_minutes``: however fast the hardware, the learning rate reaches the end
-    of its decay when the time is up. ``clock`` returns the run's elapsed seconds (resumed runs
-    count the time before the interruption).
+    The budget is wall time (``max_minutes`` alone) or tokens (``max_tokens`` without ``max_steps``):
+    however fast the hardware, and however many tokens each step holds (padding, packing, batch
+    composition), the learning rate reaches the end of its decay when the budget is spent.
+    ``spent`` returns how much of it the run has used so far, resumed runs included (elapsed seconds,
+    or tokens seen over all processes); it is read once per step, after the step, and the value read is
+    kept in the state, so a resumed run sets exactly the learning rate the interrupted one had.
     """
 
-    def __init__(self, optimizer: torch.optim.Optimizer, warmup_steps: int, budget_seconds: float,
-                 schedule: str, clock: Any) -> None:
-        self.optimizer, self.warmup_steps, self.budget_seconds = optimizer, warmup_steps, budget_seconds
-        self.schedule, self.clock = schedule, clock
+    def __init__(self, optimizer: torch.optim.Optimizer, warmup_steps: int, budget: float,
+                 schedule: str, spent: Callable[[], float], decay: Optional[Decay] = None) -> None:
+        self.optimizer, self.warmup_steps, self.budget = optimizer, warmup_steps, budget
+        self.decay, self.spent = decay or Decay(schedule), spent
         self.base_lrs = [group["lr"] for group in optimizer.param_groups]
-        self.last_epoch, self.warmup_ended_at = 0, 0.0
-        self._apply(self._factor())  # warm-up 0 starts the decay at the clock's zero
+        self.last_epoch, self.warmup_ended_at, self.spent_so_far = 0, 0.0, float(spent())
+        self._apply(self._factor())  # warm-up 0 starts the decay at what was spent before the first step
 
     def _factor(self) -> float:
         if self.last_epoch < self.warmup_steps:
             return (self.last_epoch + 1) / self.warmup_steps
-        if self.schedule == "constant":
-            return 1.0
-        progress = min(1.0, (self.clock() - self.warmup_ended_at) / max(self.budget_seconds - self.warmup_ended_at, 1e-9))
-        if self.schedule == "cosine":
-            return 0.5 * (1.0 + math.cos(math.pi * progress))
-        return max(0.0, 1.0 - progress)
+        return self.decay.factor(self.spent_so_far - self.warmup_ended_at, self.budget - self.warmup_ended_at)
 
     def _apply(self, factor: float) -> None:
         for group, base in zip(self.optimizer.param_groups, self.base_lrs):
             group["lr"] = base * factor
 
     def step(self) -> None:
-        """Advance one optimizer step and set the learning rate for the next."""
+        """Advance one optimizer step (call it after the step is counted) and set the learning rate for the next."""
         self.last_epoch += 1
+        self.spent_so_far = float(self.spent())
         if self.last_epoch == self.warmup_steps:
-            self.warmup_ended_at = self.clock()
+            self.warmup_ended_at = self.spent_so_far
         self._apply(self._factor())
 
     def get_last_lr(self) -> list[float]:
@@ -189,9 +223,11 @@ class TimeBudgetSchedule:
 
     def state_dict(self) -> dict[str, Any]:
         """What a checkpoint keeps of the schedule."""
-        return {"last_epoch": self.last_epoch, "warmup_ended_at": self.warmup_ended_at, "base_lrs": self.base_lrs}
+        return {"last_epoch": self.last_epoch, "warmup_ended_at": self.warmup_ended_at, "base_lrs": self.base_lrs,
+                "spent": self.spent_so_far}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Continue a schedule saved by :meth:`state_dict`."""
+        """Continue a schedule saved by :meth:`state_dict` (before ``spent`` was kept: read it now)."""
         self.last_epoch, self.warmup_ended_at, self.base_lrs = state["last_epoch"], state["warmup_ended_at"], state["base_lrs"]
+        self.spent_so_far = float(state["spent"]) if "spent" in state else float(self.spent())
         self._apply(self._factor())

@@ -61,6 +61,7 @@ def preflight(config: PretrainConfig) -> CheckedRun:
         if config.runtime.packing else None
     check_batch_sizes(config, world_size, len(packed_rows) if packed_rows is not None else len(train_data),
                       "rows of packed" if packed_rows is not None else "prepared")
+    check_schedules(config, world_size)
     resume_from = resume_point(config)
     if resume_from is not None:
         check_checkpoint_fits(resume_from, bert, metadata)
@@ -144,6 +145,25 @@ def check_batch_sizes(config: PretrainConfig, world_size: int, examples: int, ki
                            "training examples; prepare more data or use a smaller batch")
 
 
+def check_schedules(config: PretrainConfig, world_size: int) -> None:
+    """A batch-size warm-up has micro-steps to grow by; a masking-rate schedule knows its length."""
+    batches = config.batches
+    accumulation = batches.global_batch_size // (batches.per_device_batch_size * world_size)
+    if batches.batch_warmup_steps and accumulation < 2:
+        raise BertpreError(f"batch_warmup_steps: the batch grows by whole micro-steps, and global_batch_size "
+                           f"{batches.global_batch_size} is one micro-step of per_device_batch_size "
+                           f"{batches.per_device_batch_size} × {world_size} processes; lower per_device_batch_size")
+    masking = config.masking
+    if masking.mlm_probability_end is not None and masking_steps(config) is None:
+        raise BertpreError("mlm_probability_steps: this run has no step count (a token or time budget); give the "
+                           "steps over which the masking rate moves to mlm_probability_end")
+
+
+def masking_steps(config: PretrainConfig) -> Optional[int]:
+    """The steps over which a masking-rate schedule moves: its own, else the run's length in steps."""
+    return config.masking.mlm_probability_steps or config.schedule.schedule_steps or config.schedule.max_steps
+
+
 def resume_point(config: PretrainConfig) -> Optional[Path]:
     """The checkpoint this run continues from, or None to start afresh."""
     resume = config.checkpointing.resume
@@ -176,8 +196,10 @@ def refuse_resuming_into_another_recipe(config: PretrainConfig, checkpoint: Path
 
 
 def _recipe_of(options: Any) -> dict[str, Any]:
-    # Budgets may grow when a run is continued in chunks; the rest is the recipe.
-    return {k: v for k, v in vars(options).items() if k not in ("max_steps", "max_tokens", "max_minutes")}
+    # Budgets may grow when a run is continued in chunks, and a wsd run's decay may be started from any of its
+    # checkpoints (a new length of decay); the rest is the recipe.
+    return {k: v for k, v in vars(options).items()
+            if k not in ("max_steps", "max_tokens", "max_minutes", "schedule_steps", "decay_steps")}
 
 
 _SHAPE_FIELDS = ("model_type", "vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads",

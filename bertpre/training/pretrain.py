@@ -37,7 +37,7 @@ from bertpre.core.configs import PretrainConfig
 from bertpre.core.errors import BertpreError
 from bertpre.core.metrics_log import METRICS_FILE, append_metrics, truncate_metrics
 from bertpre.core.seeding import mix_seed
-from bertpre.data.data_order import BatchPlan, MicroBatches, micro_batch_loader
+from bertpre.data.data_order import BatchPlan, MaskingSchedule, MicroBatches, micro_batch_loader
 from bertpre.data.dataset import PretrainingData
 from bertpre.data.masking import MaskingCollator
 from bertpre.model.attention import choose_kernel
@@ -47,9 +47,9 @@ from bertpre.model.hf_directory import load_encoder_weights, read_safetensors
 from bertpre.training.accelerator import describe_precision, finish_trackers, make_accelerator, start_trackers
 from bertpre.training.checkpoint import (CHECKPOINTS_DIR, RUN_CONFIG_FILE, TrainerState, checkpoint_name, is_complete,
                                          list_checkpoints, load_checkpoint, read_checkpoint_weights, save_checkpoint)
-from bertpre.training.optim import TimeBudgetSchedule, build_optimizer, build_scheduler
+from bertpre.training.optim import BudgetSchedule, Decay, build_optimizer, build_scheduler
 from bertpre.training.preemption import REQUEUE_SIGNAL, StopRequests, requeue_after_stop, stop_signal_from_flags
-from bertpre.training.preflight import preflight
+from bertpre.training.preflight import masking_steps, preflight
 from bertpre.training.sharding import refuse_unsupported_fsdp
 from bertpre.training.word_vectors import cooccurrence_vectors, token_stream, unigram_log_probabilities
 
@@ -167,6 +167,7 @@ class _Run:
     state: TrainerState
     flops_per_token: float
     peak_flops: Optional[float]
+    masking: Optional[MaskingSchedule] = None  # the training masking rate of each step
     started_at_step: int = 0
 
 
@@ -216,13 +217,15 @@ def build(config: PretrainConfig) -> _Run:
     runtime = config.runtime
     collator.last_layer_queries = runtime.masked_last_layer
     plan = BatchPlan(len(train_data), batches.global_batch_size, batches.per_device_batch_size, world, config.seed,
-                     lengths=train_data.lengths() if batches.bucket_by_length else None, packed=checked.packed_rows)
+                     lengths=train_data.lengths() if batches.bucket_by_length else None, packed=checked.packed_rows,
+                     warmup_steps=batches.batch_warmup_steps, warmup_start=batches.batch_warmup_start)
+    masking = MaskingSchedule(config.masking.mlm_probability, config.masking.mlm_probability_end,
+                              masking_steps(config) or 1)
     if checked.packed_rows is not None:
         accelerator.print(f"packing: {len(train_data):,} sequences in {len(checked.packed_rows):,} rows of "
                           f"{checked.packed_rows.capacity} slots ({checked.packed_rows.fill(train_data.lengths()):.1%} "
                           f"real tokens, {len(train_data) / len(checked.packed_rows):.2f} sequences a row)")
-    schedule = config.schedule
-    total_steps = _total_steps(config, train_data, plan)
+    total_steps = _total_steps(config)
 
     kernel = choose_kernel(runtime.attention, accelerator.device, attention_dropout(bert), training=True)
     model = pretraining_model(bert, unpad_inputs=runtime.unpad_inputs, next_sentence=config.objective == "mlm_nsp",
@@ -248,12 +251,7 @@ def build(config: PretrainConfig) -> _Run:
                                 accelerator.device, optimization.embedding_lr_scale)
     vocabulary = metadata.tokenizer.vocab_sha256
     state = TrainerState(elapsed_seconds=embedding_seconds, vocab_sha256=vocabulary)  # the vectors' time counts in --max-minutes
-    if total_steps == _UNBOUNDED:
-        scheduler: Any = TimeBudgetSchedule(optimizer, schedule.warmup_steps, schedule.max_minutes * 60,
-                                            schedule.lr_schedule, clock=lambda: state.elapsed_seconds)
-    else:
-        scheduler = build_scheduler(optimizer, schedule.warmup_steps, schedule.schedule_steps or total_steps,
-                                    schedule.lr_schedule)
+    scheduler = _learning_rate_schedule(optimizer, config, state, total_steps)
     model, optimizer = accelerator.prepare(model, optimizer)
     if runtime.compile:  # in place: the state dict keeps its names, so checkpoints are those of the eager model
         accelerator.unwrap_model(model).compile(dynamic=True)
@@ -273,7 +271,7 @@ def build(config: PretrainConfig) -> _Run:
     flops_per_token = training_flops_per_token(bert, train_data.max_seq_length, config.masking.mlm_probability)
     peak = gpu_peak_flops(torch.cuda.get_device_name()) if accelerator.device.type == "cuda" else None
     return _Run(config, accelerator, model, optimizer, scheduler, collator, eval_collator, train_data, eval_data, plan,
-                total_steps, state, flops_per_token, peak, started_at_step=state.step)
+                total_steps, state, flops_per_token, peak, masking, started_at_step=state.step)
 
 
 def fit(run: _Run, stop_requests: StopRequests, show_progress: bool = True) -> tuple[str, dict[str, float], str]:
@@ -282,24 +280,23 @@ def fit(run: _Run, stop_requests: StopRequests, show_progress: bool = True) -> t
     Returns why it stopped, the last logged metrics and the stop signal all ranks acted on ('' if none).
     """
     config, accelerator, model, state = run.config, run.accelerator, run.model, run.state
-    accumulation = run.plan.accumulation_steps
-    dataset = MicroBatches(run.train_data, run.plan, run.collator, accelerator.process_index)
-    batches = micro_batch_loader(dataset, state.step * accumulation, run.total_steps * accumulation,
+    dataset = MicroBatches(run.train_data, run.plan, run.collator, accelerator.process_index, run.masking)
+    batches = micro_batch_loader(dataset, run.plan.first_micro_step(state.step), run.plan.first_micro_step(run.total_steps),
                                  config.batches.num_workers)
     progress = _progress_bar(show_progress and accelerator.is_local_main_process, state.step,
                              run.total_steps if run.total_steps != _UNBOUNDED else None)
     last_metrics: dict[str, float] = {}
-    stopped_because, stop_signal = "max_steps reached", ""
+    stopped_because, stop_signal = _spent_budget(state, config) or "max_steps reached", ""
     window = _ThroughputWindow()
     elapsed_before = state.elapsed_seconds
     run_started = time.perf_counter()
     model.train()
-    while state.step < run.total_steps:
-        step_metrics = _train_step(model, run.optimizer, batches, accelerator, accumulation, config)
+    while state.step < run.total_steps and not _spent_budget(state, config):  # a finished run resumed takes no step
+        step_metrics = _train_step(model, run.optimizer, batches, accelerator, run.plan.micro_steps(state.step), config)
         state.elapsed_seconds = elapsed_before + time.perf_counter() - run_started
-        run.scheduler.step()
         all_tokens, all_sequences = _of_every_process(step_metrics["tokens"], step_metrics["sequences"], accelerator)
         _update_state(state, step_metrics, all_tokens, all_sequences)
+        run.scheduler.step()  # after the step is counted: a token budget's decay reads tokens_seen
         window.add(all_tokens, all_sequences)
         if step_metrics["skipped"]:
             accelerator.print(f"step {state.step}: non-finite loss or gradients, step skipped "
@@ -351,18 +348,27 @@ def finish(run: _Run, stopped_because: str, last_metrics: dict[str, float], stop
                            config.runtime.mixed_precision, run.accelerator.is_main_process)
 
 
-_UNBOUNDED = 2**62  # a run with only a time budget: the loop ends when the time is up
+_UNBOUNDED = 2**62  # a run with a time or token budget and no step limit: the loop ends when the budget is spent
 
 
-def _total_steps(config: PretrainConfig, train_data: PretrainingData, plan: BatchPlan) -> int:
+def _total_steps(config: PretrainConfig) -> int:
+    return config.schedule.max_steps or _UNBOUNDED
+
+
+def _learning_rate_schedule(optimizer: torch.optim.Optimizer, config: PretrainConfig, state: TrainerState,
+                            total_steps: int) -> Any:
+    """Warm-up then decay over the run's length: its steps (``max_steps`` or ``schedule_steps``), else its
+    token budget (tokens seen over all processes), else its time budget (elapsed seconds)."""
     schedule = config.schedule
-    if schedule.max_steps:
-        return schedule.max_steps
-    if schedule.max_tokens:  # a step's tokens: its share of the sequences (or packed rows) of the data
-        units = len(plan.packed) if plan.packed is not None else len(train_data)
-        tokens_per_step = config.batches.global_batch_size * float(train_data.lengths().sum()) / units
-        return math.ceil(schedule.max_tokens / tokens_per_step)
-    return _UNBOUNDED
+    decay = Decay(**schedule.decay())
+    if schedule.schedule_steps or total_steps != _UNBOUNDED:
+        return build_scheduler(optimizer, schedule.warmup_steps, schedule.schedule_steps or total_steps,
+                               schedule.lr_schedule, decay)
+    if schedule.max_tokens:
+        return BudgetSchedule(optimizer, schedule.warmup_steps, schedule.max_tokens, schedule.lr_schedule,
+                              spent=lambda: state.tokens_seen, decay=decay)
+    return BudgetSchedule(optimizer, schedule.warmup_steps, schedule.max_minutes * 60, schedule.lr_schedule,
+                          spent=lambda: state.elapsed_seconds, decay=decay)
 
 
 def _start_from_word_vectors(model: nn.Module, ids: np.ndarray, example: np.ndarray, special_ids: set[int],
@@ -445,7 +451,7 @@ def _train_step(model: nn.Module, optimizer: Any, batches: Iterator[dict], accel
         if not skipped:
             optimizer.step()
     optimizer.zero_grad(set_to_none=True)
-    sums.update(grad_norm=grad_norm, skipped=skipped, nonfinite=nonfinite)
+    sums.update(grad_norm=grad_norm, skipped=skipped, nonfinite=nonfinite, micro_steps=accumulation)
     return sums
 
 
@@ -495,6 +501,7 @@ def _log_metrics(run: _Run, step: dict[str, float], window: _ThroughputWindow) -
     accelerator, state, world = run.accelerator, run.state, run.accelerator.num_processes
     tokens_per_second, sequences_per_second = window.rates()
     window.reset()
+    masked_fraction = step["masked"] / max(step["tokens"], 1)  # this rank's: its own tokens, before any reduction
     if world > 1:  # losses are per-process means of equal-sized batches: average them; counts add up
         local = torch.tensor([step["mlm_loss"], step["nsp_loss"], step["mlm_correct"], step["masked"]],
                              dtype=torch.float64, device=accelerator.device)
@@ -510,6 +517,7 @@ def _log_metrics(run: _Run, step: dict[str, float], window: _ThroughputWindow) -
         "sequences_per_second": sequences_per_second,
         # this rank's share of padding in the step: what --unpad-inputs or --bucket-by-length would save
         "padding_fraction": 1 - step["tokens"] / max(step["slots"], 1), "skipped_steps": state.skipped_steps,
+        "masked_fraction": masked_fraction, "micro_steps": step["micro_steps"],
         "elapsed_seconds": state.elapsed_seconds,
     }
     if run.peak_flops:
@@ -571,6 +579,17 @@ def _stop_reason(state: TrainerState, config: PretrainConfig, stop_requests: Sto
     if stop_signal and not (stop_signal == REQUEUE_SIGNAL and budget):
         return f"stop signal ({stop_signal}): checkpoint saved", stop_signal
     return budget, ""
+
+
+def _spent_budget(state: TrainerState, config: PretrainConfig) -> str:
+    """Which time or token budget the counters have reached ('' if none). Inside the loop every rank stops by
+    :func:`_stop_reason`'s agreement; this reads the counters alone, as a run resumed from its end finds them."""
+    schedule = config.schedule
+    if schedule.max_minutes is not None and state.elapsed_seconds >= schedule.max_minutes * 60:
+        return "max_minutes reached"
+    if schedule.max_tokens is not None and state.tokens_seen >= schedule.max_tokens:
+        return "max_tokens reached"
+    return ""
 
 
 def _seed_everything(seed: int) -> None:
