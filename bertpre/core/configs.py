@@ -349,7 +349,7 @@ class MaskingOptions:
 class OptimizationOptions:
     """`pretrain` optimizer."""
 
-    optimizer: Literal["adamw", "lamb"] = option("adamw", "AdamW (fused on CUDA) or LAMB (large batches).")
+    optimizer: Literal["adamw", "lamb"] = option("adamw", "AdamW (fused, on CUDA and the CPU) or LAMB (large batches).")
     learning_rate: float = option(1e-4, "Peak learning rate.")
     weight_decay: float = option(0.01, "Decoupled weight decay; never on biases and LayerNorm.")
     adam_beta1: float = option(0.9, "First-moment decay.")
