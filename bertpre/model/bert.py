@@ -345,13 +345,16 @@ class BertForSequenceClassification(nn.Module):
         hidden = self.bert(input_ids, token_type_ids, attention_mask, position_ids, sequence_ids, token_indices,
                            cu_seqlens)
         logits = self.classifier(self.dropout(self.bert.pool(hidden, cls_positions)))
-        loss = None
-        if labels is not None:
-            if self.num_labels == 1:
-                loss = F.mse_loss(logits.squeeze(-1).float(), labels.float())
-            else:
-                loss = F.cross_entropy(logits.float(), labels)
-        return ClassificationOutput(loss, logits)
+        return ClassificationOutput(classification_loss(logits, labels), logits)
+
+
+def classification_loss(logits: Tensor, labels: Optional[Tensor]) -> Optional[Tensor]:
+    """Cross-entropy for class ids, MSE for a regression (one output); None without labels."""
+    if labels is None:
+        return None
+    if logits.shape[-1] == 1:
+        return F.mse_loss(logits.squeeze(-1).float(), labels.float())
+    return F.cross_entropy(logits.float(), labels)
 
 
 # --------------------------------------------------------------------------------------------

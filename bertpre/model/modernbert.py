@@ -27,7 +27,7 @@ from transformers import ModernBertConfig
 from bertpre.data.masking import IGNORE_INDEX
 from bertpre.data.packing import sequence_boundaries
 from bertpre.model.attention import TokenLayout, attend, attend_unpadded
-from bertpre.model.bert import ClassificationOutput, PreTrainingOutput, activation, cls_states
+from bertpre.model.bert import ClassificationOutput, PreTrainingOutput, activation, classification_loss, cls_states
 
 TIED_KEY = "decoder.weight"
 """The masked-LM decoder shares the token embeddings: the weight is stored once, under the embeddings."""
@@ -362,13 +362,7 @@ class ModernBertForSequenceClassification(nn.Module):
         else:
             pooled = cls_states(hidden, cls_positions)
         logits = self.classifier(self.drop(self.head(pooled)))
-        loss = None
-        if labels is not None:
-            if self.num_labels == 1:
-                loss = F.mse_loss(logits.squeeze(-1).float(), labels.float())
-            else:
-                loss = F.cross_entropy(logits.float(), labels)
-        return ClassificationOutput(loss, logits)
+        return ClassificationOutput(classification_loss(logits, labels), logits)
 
 
 # --------------------------------------------------------------------------------------------
