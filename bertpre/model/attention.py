@@ -39,8 +39,8 @@ class TokenLayout:
     """Where the sequences of a (rows, length) batch lie; built once per forward pass, shared by every layer.
 
     ``keep`` (flat indices of the real tokens into rows × length) and ``cu_seqlens`` (where each sequence
-    starts among the real tokens, then their total) are computed here when the batch does not bring them;
-    a data loader computes them ahead, so that a compiled model meets no data-dependent shape.
+    starts among the real tokens, then their total) are computed here, when first needed, if the batch does
+    not bring them; a data loader computes them ahead, so that a compiled model meets no data-dependent shape.
     """
 
     rows: int
@@ -48,8 +48,8 @@ class TokenLayout:
     sequence_ids: Tensor  # (rows, length): 1, 2, … for the sequences of a row, 0 at padding
     packed: bool  # several sequences per row
     masked: bool  # some token must not see another (False: one unpadded sequence per row, no mask)
-    keep: Tensor  # (tokens,) flat indices of the real tokens, row by row
-    cu_seqlens: Tensor  # (sequences + 1,) int32
+    given_keep: Optional[Tensor] = None  # (tokens,) flat indices of the real tokens, row by row
+    given_cu_seqlens: Optional[Tensor] = None  # (sequences + 1,) int32
     _masks: dict[Any, Any] = field(default_factory=dict, repr=False)
 
     @classmethod
@@ -61,11 +61,21 @@ class TokenLayout:
         masked = packed or attention_mask is not None
         if sequence_ids is None:
             sequence_ids = (attention_mask if attention_mask is not None else torch.ones_like(input_ids)).long()
-        if token_indices is None:
-            token_indices = torch.nonzero(sequence_ids.flatten() > 0).flatten()
-        if cu_seqlens is None:
-            cu_seqlens = sequence_boundaries(sequence_ids)
         return cls(rows, length, sequence_ids, packed, masked, token_indices, cu_seqlens)
+
+    @property
+    def keep(self) -> Tensor:
+        """Flat indices of the real tokens into rows × length, row by row."""
+        if self.given_keep is None:
+            self.given_keep = torch.nonzero(self.sequence_ids.flatten() > 0).flatten()
+        return self.given_keep
+
+    @property
+    def cu_seqlens(self) -> Tensor:
+        """Where each sequence starts among the real tokens (row by row), then their total; int32."""
+        if self.given_cu_seqlens is None:
+            self.given_cu_seqlens = sequence_boundaries(self.sequence_ids)
+        return self.given_cu_seqlens
 
     def unpad(self, x: Tensor) -> Tensor:
         """(rows, length, …) → (tokens, …): the real tokens only."""
