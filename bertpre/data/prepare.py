@@ -71,6 +71,7 @@ class PrepareSummary:
     single_sentence_documents: float = 0.0
     layouts: dict[str, str] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
+    corpus_tokens: int = 0  # of every sentence, before pairing (``tokens`` counts the pairs', specials included)
     def table(self) -> str:
         """A human-readable summary with the length histogram."""
         docs_per_second = self.documents / max(self.seconds, 1e-9)
@@ -79,7 +80,7 @@ class PrepareSummary:
             f"documents        {self.documents:,} ({self.train_documents:,} train, {self.eval_documents:,} eval)",
             f"sentences        {self.sentences:,}",
             f"pairs            {self.train_pairs + self.eval_pairs:,} ({self.train_pairs:,} train, {self.eval_pairs:,} eval)",
-            f"tokens           {self.tokens:,}",
+            f"tokens           {self.tokens:,} in pairs ({self.corpus_tokens:,} in the corpus)",
             f"IsNext ratio     {self.is_next_ratio:.3f}",
             f"padding at {self.max_seq_length:<5} {self.padding_fraction:.1%}",
             f"wall time        {self.seconds:.1f} s with {self.workers} worker{'s' if self.workers != 1 else ''} "
@@ -137,6 +138,7 @@ def prepare_pretraining_data(config: PrepareConfig, show_progress: bool = True) 
             random_next_prob=config.random_next_prob, seed=config.seed, shard_index=config.shard_index_and_count()[0],
             cls_id=tokenizer_info.cls_id, sep_id=tokenizer_info.sep_id)
         written: dict[str, SplitRows] = {}
+        import pyarrow  # noqa: F401 - once, here: forked workers that write files find it imported
         with WorkerPool(workers, pair_rows.start_worker, (settings,)) as pool:
             try:
                 for split, count in splits.items():
@@ -250,6 +252,7 @@ class _DocumentCounts:
     sentences: int
     single_sentence: int
     pairable: dict[str, int]  # documents with the two sentences a pair needs, per split
+    tokens: int = 0
 
     @classmethod
     def of(cls, store: TokenStore, eval_documents: np.ndarray) -> "_DocumentCounts":
@@ -261,7 +264,7 @@ class _DocumentCounts:
             single += int((counts == 1).sum())
             pairable["train"] += int((counts[~is_eval] >= 2).sum())
             pairable["eval"] += int((counts[is_eval] >= 2).sum())
-        return cls(sentences, single, pairable)
+        return cls(sentences, single, pairable, store.token_count())
 
 
 def _refuse_if_no_pairs(config: PrepareConfig, pairable: int, count: int) -> None:
@@ -337,7 +340,7 @@ def _summarize(config: PrepareConfig, output: Path, counts: _DocumentCounts, spl
         max_seq_length=config.max_seq_length, seconds=seconds, workers=workers,
         replaced_lines=stats.replaced_lines, duplicate_lines=stats.duplicate_lines,
         single_sentence_documents=counts.single_sentence / documents if documents else 0.0,
-        layouts=dict(stats.layouts))
+        layouts=dict(stats.layouts), corpus_tokens=counts.tokens)
     summary.warnings = _warnings(summary)
     return summary
 
