@@ -215,35 +215,33 @@ def _timed(command: list[str]) -> float:
 
 def table(runs: dict[str, list[dict[str, Any]]], startup: list[dict], help_seconds: float,
           memory: dict[str, dict], args: argparse.Namespace) -> str:
+    """The comparison: wall seconds (fastest and median of the repeats), rates per core by wall time and by
+    CPU time (user + sys of every process: what a loaded machine does not inflate much), ratios."""
     tokens = runs["ceiling"][0]["tokens"]
-    best = {name: min(r["seconds"] if "seconds" in r else r["encode_batch"]["seconds"] for r in results)
-            for name, results in runs.items() if name != "ceiling"}
-    best["ceiling"] = min(r["encode_batch"]["seconds"] for r in runs["ceiling"])
-    best["ceiling, encode_batch_fast"] = min(r["encode_batch_fast"]["seconds"] for r in runs["ceiling"])
-    cores = {"ceiling": 1, "ceiling, encode_batch_fast": 1, "reference": 1, "prepare, 1 worker": 1,
-             "prepare, 2 workers": 2}
-    per_core = {name: tokens / seconds / cores[name] for name, seconds in best.items()}
-    lines = [f"corpus tokens: {tokens:,}; fastest of {args.repeats} runs (median in brackets); rates in corpus "
-             "tokens/s", "",
-             f"{'':30} {'seconds':>16} {'tokens/s':>11} {'per core':>10} {'/ ceiling':>10} {'/ reference':>12}"]
-    for name in ("ceiling", "ceiling, encode_batch_fast", "reference", "prepare, 1 worker", "prepare, 2 workers"):
-        if name not in best:
-            continue
-        seconds = [r["seconds"] if "seconds" in r else r[("encode_batch_fast" if "fast" in name else "encode_batch")]
-                   ["seconds"] for r in runs["ceiling" if name.startswith("ceiling") else name]]
-        versus_reference = f"{per_core[name] / per_core['reference']:.2f}×" if "reference" in per_core else "n/a"
-        lines.append(f"{name:30} {best[name]:8.2f} ({statistics.median(seconds):5.2f}) {tokens / best[name]:11,.0f} "
-                     f"{per_core[name]:10,.0f} {per_core[name] / per_core['ceiling']:9.0%} {versus_reference:>12}")
-    scaling = best["prepare, 1 worker"] / best["prepare, 2 workers"]
-    lines += ["", f"2 workers / 1 worker: {scaling:.2f}× the throughput",
-              f"CPU seconds (user+sys, all processes): prepare 1 worker "
-              f"{min(r['cpu'] for r in runs['prepare, 1 worker']):.2f}, 2 workers "
-              f"{min(r['cpu'] for r in runs['prepare, 2 workers']):.2f}, ceiling "
-              f"{min(r['encode_batch']['cpu'] for r in runs['ceiling']):.2f}",
+    rows = {"ceiling": [r["encode_batch"] for r in runs["ceiling"]],
+            "ceiling, encode_batch_fast": [r["encode_batch_fast"] for r in runs["ceiling"]],
+            **{name: results for name, results in runs.items() if name != "ceiling"}}
+    cores = {"prepare, 2 workers": 2}
+    wall = {name: min(r["seconds"] for r in results) for name, results in rows.items()}
+    cpu = {name: min(r["cpu"] for r in results) for name, results in rows.items()}
+    per_core = {name: tokens / seconds / cores.get(name, 1) for name, seconds in wall.items()}
+    per_cpu = {name: tokens / seconds for name, seconds in cpu.items()}
+    lines = [f"corpus tokens: {tokens:,}; fastest of {args.repeats} runs (median in brackets); rates in corpus tokens/s",
+             "", f"{'':27} {'wall s':>14} {'tokens/s':>10} {'per core':>9} {'/ceiling':>8} {'/reference':>10}"
+             f"   {'CPU s':>6} {'per CPU s':>9} {'/ceiling':>8} {'/reference':>10}"]
+    for name in rows:
+        median = statistics.median(r["seconds"] for r in rows[name])
+        versus = {key: f"{rate[name] / rate['reference']:.2f}×" if "reference" in rate else "n/a"
+                  for key, rate in (("wall", per_core), ("cpu", per_cpu))}
+        lines.append(f"{name:27} {wall[name]:6.2f} ({median:5.2f}) {tokens / wall[name]:10,.0f} {per_core[name]:9,.0f} "
+                     f"{per_core[name] / per_core['ceiling']:8.0%} {versus['wall']:>10}   {cpu[name]:6.2f} "
+                     f"{per_cpu[name]:9,.0f} {per_cpu[name] / per_cpu['ceiling']:8.0%} {versus['cpu']:>10}")
+    lines += ["", f"2 workers / 1 worker: {wall['prepare, 1 worker'] / wall['prepare, 2 workers']:.2f}× the throughput "
+              f"(wall); CPU seconds 2 workers / 1 worker {cpu['prepare, 2 workers'] / cpu['prepare, 1 worker']:.2f}",
               f"start-up (not in the figures above): interpreter + imports of bertpre, numpy, pyarrow, tokenizers "
               f"{min(r['process_seconds'] for r in startup):.2f} s (imports alone {min(r['seconds'] for r in startup):.2f} s); "
-              f"`bertpre --help` {help_seconds:.2f} s", ""]
-    lines.append("peak resident memory of prepare, 2 workers (all processes together; the largest one):")
+              f"`bertpre --help` {help_seconds:.2f} s", "",
+              "peak resident memory of prepare, 2 workers (all processes together; the largest one):"]
     for scale, run in memory.items():
         lines.append(f"  {scale:>4} the corpus ({run['tokens']:>12,} tokens): {run['peak_rss_mb']:7.0f} MB; "
                      f"{run['largest_process_mb']:5.0f} MB")

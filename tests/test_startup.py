@@ -1,5 +1,5 @@
-"""Start-up: help, status and argument errors import none of torch, transformers or datasets (seconds of imports),
-and neither does `bertpre prepare` itself, which tokenizes with `tokenizers` directly.
+"""Start-up: help, status and argument errors import none of torch, transformers, datasets or pandas (seconds of
+imports), and neither does `bertpre prepare` itself, which tokenizes with `tokenizers` directly.
 
 What a command imports is checked, not how long it takes: wall time is a benchmark's business.
 """
@@ -16,7 +16,7 @@ import pytest
 
 from .conftest import REPO, english_articles
 
-HEAVY = ("torch", "transformers", "datasets", "accelerate")
+HEAVY = ("torch", "transformers", "datasets", "accelerate", "pandas")
 _DRIVER = """
 import json, sys
 from bertpre.cli import main

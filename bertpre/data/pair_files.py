@@ -223,12 +223,12 @@ class _RowReader:
         tokens = int(offsets[-1])
         ids = self._read(VALUES, self.id_dtype, first_token, recorded["input_ids"] // self.id_dtype.itemsize)
         types = self._token_types(a, recorded["token_type_ids"])
-        arrays = [pa.ListArray.from_arrays(pa.array(offsets), pa.array(ids).slice(0, tokens)),
-                  pa.ListArray.from_arrays(pa.array(offsets), pa.array(types).slice(0, tokens))]
+        arrays = [pa.ListArray.from_arrays(_arrow(offsets), _arrow(ids).slice(0, tokens)),
+                  pa.ListArray.from_arrays(_arrow(offsets), _arrow(types).slice(0, tokens))]
         for column, name, dtype in (("next_sentence_label", LABELS, np.int8), ("document", DOCUMENTS, np.int32),
                                     ("b_document", B_DOCUMENTS, np.int32)):
             values = self._read(name, dtype, a, recorded[column] // np.dtype(dtype).itemsize)
-            arrays.append(pa.array(values).slice(0, b - a))
+            arrays.append(_arrow(values).slice(0, b - a))
         return pa.RecordBatch.from_arrays(arrays, schema=schema)
 
     def _token_types(self, a: int, count: int) -> np.ndarray:
@@ -243,6 +243,13 @@ class _RowReader:
             types = np.concatenate([types, np.repeat(kinds, np.stack([heads, lengths - heads], 1).ravel())])
             row += block
         return types[:count]
+
+
+def _arrow(values: np.ndarray):  # noqa: ANN202 - a pyarrow Array
+    """A numpy array as an Arrow array over the same bytes (``pa.array`` would import pandas to look for it)."""
+    import pyarrow as pa
+
+    return pa.Array.from_buffers(pa.from_numpy_dtype(values.dtype), len(values), [None, pa.py_buffer(values)])
 
 
 def check_row_columns(directory: Path, rows: int) -> None:

@@ -11,6 +11,7 @@ as the split's Arrow files).
 
 from __future__ import annotations
 
+import bisect
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -74,12 +75,19 @@ class SplitDocuments:
         self.count = len(eval_documents) if split == "eval" else store_documents - len(eval_documents)
         # train document k is store document k + (held-out documents before it)
         self._gaps = eval_documents - np.arange(len(eval_documents))
+        self._eval_list, self._gaps_list = eval_documents.tolist(), self._gaps.tolist()  # for one at a time
 
     def store_index(self, indices: np.ndarray) -> np.ndarray:
         """The store's index of the split's documents ``indices``."""
         if self.split == "eval":
             return self._eval[indices]
         return indices + np.searchsorted(self._gaps, indices, side="right")
+
+    def store_index_of(self, index: int) -> int:
+        """The store's index of the split's document ``index`` (one: numpy's overhead would be most of it)."""
+        if self.split == "eval":
+            return self._eval_list[index]
+        return index + bisect.bisect_right(self._gaps_list, index)
 
 
 _WORKER: dict[str, Any] = {}
@@ -153,10 +161,11 @@ class _Documents:
         span = int(self._store_index[-1] - self._store_index[0]) + 1
         self._together = span <= 2 * (end - first)
         if self._together:
-            self._rows = store.document_rows(int(self._store_index[0]), int(self._store_index[-1]) + 1)
-            start, stop = self._rows[0], self._rows[-1]
-            self._lengths = store.sentence_lengths(int(start["sentence"]), int(stop["sentence"] - start["sentence"]))
-            self._tokens = store.token_ids(int(start["token"]), int(stop["token"] - start["token"]))
+            rows = store.document_rows(int(self._store_index[0]), int(self._store_index[-1]) + 1)
+            self._sentence_starts = (rows["sentence"] - rows["sentence"][0]).tolist()
+            self._token_starts = (rows["token"] - rows["token"][0]).tolist()
+            self._lengths = store.sentence_lengths(int(rows["sentence"][0]), self._sentence_starts[-1])
+            self._tokens = store.token_ids(int(rows["token"][0]), self._token_starts[-1])
         self._others: dict[int, tuple[list[int], int]] = {}  # random segments' documents: lengths, first token
 
     def own(self, index: int) -> tuple[list[int], np.ndarray]:
@@ -168,17 +177,15 @@ class _Documents:
             lengths = self._store.sentence_lengths(int(begin["sentence"]), int(end["sentence"] - begin["sentence"]))
             return lengths.tolist(), self._store.token_ids(int(begin["token"]), int(end["token"] - begin["token"]))
         local = store_index - int(self._store_index[0])
-        begin, end, origin = self._rows[local], self._rows[local + 1], self._rows[0]
-        s0, s1 = begin["sentence"] - origin["sentence"], end["sentence"] - origin["sentence"]
-        t0, t1 = begin["token"] - origin["token"], end["token"] - origin["token"]
-        return self._lengths[s0:s1].tolist(), self._tokens[t0:t1]
+        s0, s1 = self._sentence_starts[local], self._sentence_starts[local + 1]
+        return self._lengths[s0:s1].tolist(), self._tokens[self._token_starts[local]:self._token_starts[local + 1]]
 
     def lengths_of(self, index: int) -> list[int]:
         """The sentence lengths of the split's document ``index`` (a random segment's source)."""
-        store_index = int(self._split.store_index(np.array([index]))[0])
-        begin, end = self._store.document_rows(store_index, store_index + 1)
-        lengths = self._store.sentence_lengths(int(begin["sentence"]), int(end["sentence"] - begin["sentence"]))
-        self._others[index] = (lengths.tolist(), int(begin["token"]))
+        store_index = self._split.store_index_of(index)
+        (first_sentence, first_token), (end_sentence, _) = self._store.document_rows(store_index, store_index + 1).tolist()
+        lengths = self._store.sentence_lengths(first_sentence, end_sentence - first_sentence)
+        self._others[index] = (lengths.tolist(), first_token)
         return self._others[index][0]
 
     def segment_of(self, index: int, start: int, end: int) -> np.ndarray:
