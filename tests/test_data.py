@@ -257,6 +257,18 @@ def test_files_read_by_workers_or_here_give_the_same_bytes(tmp_path: Path, monke
                                                    for f in files]
 
 
+def test_workers_share_one_large_file_and_read_small_files_themselves(tmp_path: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    from bertpre.data.tokenize_documents import DocumentsTask, FileTask, document_tasks
+
+    monkeypatch.setattr("bertpre.data.tokenize_documents.CHARACTERS_PER_TASK", 50_000)
+    config = PrepareConfig(inputs=["unused"])
+    one_file = list(document_tasks(config, [str(english_articles())], 2, tmp_path / "one"))
+    assert len(one_file) >= 4 and all(isinstance(task, DocumentsTask) for task in one_file)
+    files = [str(path) for path in sorted(shared_path("pretrain/inaugural").glob("*.txt"))]
+    assert all(isinstance(task, FileTask) for task in document_tasks(config, files, 2, tmp_path / "many"))
+
+
 def test_deduplication_drops_a_line_seen_in_an_earlier_file(tmp_path: Path) -> None:
     shared = "This paragraph is in both files. It has two sentences."
     (tmp_path / "a.txt").write_text(f"{shared}\nThe first file goes on. Then it stops.\n")

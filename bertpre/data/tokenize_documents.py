@@ -15,7 +15,7 @@ import os
 from dataclasses import dataclass, field
 from itertools import chain
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Union
+from typing import Any, Iterable, Iterator, Optional, Union
 
 import numpy as np
 
@@ -31,8 +31,8 @@ memory stays a few tens of MB whatever the file size."""
 CHARACTERS_PER_TASK = 1_000_000
 """Text the main process hands out per task when it reads the documents itself."""
 LARGEST_FILE_TASK = 256 * 2**20
-"""Files up to this size (on disk) are read by a worker, each as one task; larger ones by the main process,
-cut into tasks, so one file never holds the others up for long."""
+"""Files up to this size (on disk), and up to half a worker's share of the corpus, are read by a worker, each as
+one task; larger ones by the main process, cut into tasks, so that one file never keeps the other workers idle."""
 
 
 @dataclass(frozen=True)
@@ -154,9 +154,11 @@ def document_tasks(config: PrepareConfig, sources: list[str], workers: int,
     read here and handed out in batches of documents."""
     numbers = iter(range(10**9))
     in_one_place = workers == 1 or config.deduplicate or config.max_documents is not None
+    sizes = {source: _size_on_disk(source) for source in sources}
+    largest = min(LARGEST_FILE_TASK, sum(size or 0 for size in sizes.values()) / (2 * workers))
     pending: list[str] = []
     for source in sources:
-        if not in_one_place and _worker_can_read(source):
+        if not in_one_place and sizes[source] is not None and sizes[source] <= largest:
             yield from _read_here(config, pending, fragments, numbers)
             pending = []
             yield FileTask(source, str(fragments / f"{next(numbers):09d}"))
@@ -165,10 +167,11 @@ def document_tasks(config: PrepareConfig, sources: list[str], workers: int,
     yield from _read_here(config, pending, fragments, numbers)
 
 
-def _worker_can_read(source: str) -> bool:
+def _size_on_disk(source: str) -> Optional[int]:
+    """A file's size, a compressed one's as about what it holds; None for what is no file (hub, built-in, directory)."""
     if source.startswith(("hf:", "builtin:")) or not os.path.isfile(source):
-        return False
-    return os.path.getsize(source) * (4 if source.endswith(".gz") else 1) <= LARGEST_FILE_TASK
+        return None
+    return os.path.getsize(source) * (4 if source.endswith(".gz") else 1)
 
 
 def _read_here(config: PrepareConfig, sources: list[str], fragments: Path,
