@@ -8,7 +8,8 @@ The first form prints one table, every figure from the same run and machine, eac
 fresh process with imports done before the clock starts (process start and imports are reported on
 their own), repeats interleaved and the fastest kept:
 
-- ceiling: `tokenizers`' ``encode_batch`` (one thread) on the corpus's sentences, same vocabulary;
+- ceiling: `tokenizers`' ``encode_batch`` calls alone (one thread) on the corpus's sentences, same
+  vocabulary, in the batches prepare hands it (one call of all sentences at once is slower);
 - reference: google-research/bert's ``create_training_instances`` (pure Python, one process, its own
   tokenizer and masking), run from a checkout as ``jobs/reference_pair_stats.py`` runs it;
 - ``bertpre prepare`` with 1 and with 2 workers; peak resident memory (all its processes together)
@@ -55,16 +56,33 @@ WIKIPEDIA_TOKENS = 3.0e9  # English Wikipedia, WordPiece tokens (BERT's own figu
 
 
 def _ceiling(corpus: str, tokenizer: str) -> dict[str, Any]:
+    """``encode_batch`` alone on the corpus's sentences, in the batches prepare hands it (a single call of every
+    sentence at once is slower: millions of encodings held at once), and ``encode_batch_fast`` likewise."""
     from tokenizers import Tokenizer
 
+    from bertpre.data.tokenize_documents import CHARACTERS_PER_BATCH
+
     sentences = [line for line in Path(corpus).read_text(encoding="utf-8").split("\n") if line]
+    batches, batch, size = [], [], 0
+    for sentence in sentences:
+        batch.append(sentence)
+        size += len(sentence)
+        if size >= CHARACTERS_PER_BATCH:
+            batches.append(batch)
+            batch, size = [], 0
+    batches.append(batch)
     backend = Tokenizer.from_file(str(Path(tokenizer) / "tokenizer.json"))
-    result = {}
+    result: dict[str, Any] = {}
     for name in ("encode_batch", "encode_batch_fast"):
-        started, cpu = time.perf_counter(), time.process_time()
-        encodings = getattr(backend, name)(sentences, add_special_tokens=False)
-        result[name] = {"seconds": time.perf_counter() - started, "cpu": time.process_time() - cpu}
-        result["tokens"] = sum(len(encoding.ids) for encoding in encodings)
+        seconds = cpu = 0.0
+        tokens = 0
+        for batch in batches:
+            started, cpu_started = time.perf_counter(), time.process_time()
+            encodings = getattr(backend, name)(batch, add_special_tokens=False)
+            seconds, cpu = seconds + time.perf_counter() - started, cpu + time.process_time() - cpu_started
+            tokens += sum(len(encoding.ids) for encoding in encodings)  # not timed: the call alone is the ceiling
+        result[name] = {"seconds": seconds, "cpu": cpu}
+        result["tokens"] = tokens
     return result
 
 
@@ -359,7 +377,7 @@ def projection(per_core: float, scaling: Optional[float]) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--bert-dir", type=Path, default=Path("/work/ext/bert") if Path("/work/ext/bert").is_dir()
+    parser.add_argument("--bert-dir", type=lambda value: Path(value) if value else None, default=Path("/work/ext/bert") if Path("/work/ext/bert").is_dir()
                         else None, help="checkout of google-research/bert (the reference row is left out without it)")
     parser.add_argument("--shared-data", type=Path,
                         default=Path(os.environ.get("BERTPRE_SHARED_DATA", REPO.parent / "shared" / "data")))
