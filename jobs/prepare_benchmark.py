@@ -275,9 +275,11 @@ def wikipedia_scale(args: argparse.Namespace) -> None:
     started = time.perf_counter()
     size = write_large_corpus(args.shared_data / "pretrain", corpus, int(args.size_gb * 1e9))
     print(f"# {time.strftime('%Y-%m-%d %H:%M')}  {machine()}")
+    source = _size(args.shared_data / "pretrain")
     print(f"# corpus: {size / 1e9:.2f} GB in {len(list(corpus.iterdir()))} files, written in "
-          f"{time.perf_counter() - started:.0f} s: the paragraphs of {args.shared_data / 'pretrain'} (22 MB) shuffled "
-          "into `= Title =` articles with another seed per file, so the text repeats ~50 times", flush=True)
+          f"{time.perf_counter() - started:.0f} s: the paragraphs of {args.shared_data / 'pretrain'} "
+          f"({source / 1e6:.0f} MB) shuffled into `= Title =` articles with another seed per file, so the text "
+          f"repeats ~{size / source:.0f} times", flush=True)
     workers = args.workers or os.cpu_count() or 1
     prepared = run_command(["prepare", "--inputs", str(corpus), "--output", str(work / "prepared"),
                             "--num-workers", str(workers)], work / "prepared")
@@ -285,16 +287,18 @@ def wikipedia_scale(args: argparse.Namespace) -> None:
     print(f"\nbertpre prepare, {workers} workers: {prepared['seconds']:.0f} s, {summary['corpus_tokens']:,} corpus tokens "
           f"({summary['corpus_tokens'] / prepared['seconds']:,.0f} tokens/s, "
           f"{summary['corpus_tokens'] / prepared['seconds'] / workers:,.0f} per worker), "
-          f"{summary['train_pairs'] + summary['eval_pairs']:,} pairs")
+          f"{summary['train_pairs'] + summary['eval_pairs']:,} pairs; {prepared['cpu']:.0f} CPU seconds "
+          f"({summary['corpus_tokens'] / prepared['cpu']:,.0f} tokens per CPU second)")
     print(f"  peak resident memory {prepared['peak_rss_mb']:.0f} MB (all processes; largest "
           f"{prepared['largest_process_mb']:.0f} MB); disk: output {_size(work / 'prepared') / 1e9:.2f} GB, "
           f"at most {prepared['peak_disk'] / 1e9:.2f} GB while it ran (scratch included)")
+    as_users_run_it = {key: value for key, value in ENV.items() if key != "TOKENIZERS_PARALLELISM"}  # all threads
     tokenizer = run_command(["tokenizer", "train", "--inputs", str(corpus), "--output", str(work / "tokenizer"),
-                             "--vocab-size", "30522"], work / "tokenizer")
-    print(f"bertpre tokenizer train (30,522 pieces): {tokenizer['seconds']:.0f} s, "
+                             "--vocab-size", "30522"], work / "tokenizer", as_users_run_it)
+    print(f"bertpre tokenizer train (30,522 pieces): {tokenizer['seconds']:.0f} s ({tokenizer['cpu']:.0f} CPU seconds), "
           f"{size / tokenizer['seconds'] / 1e6:.1f} MB/s, peak resident memory {tokenizer['peak_rss_mb']:.0f} MB")
-    per_core = summary["corpus_tokens"] / prepared["seconds"] / workers
-    print(projection(per_core, args.scaling))
+    print(projection({"wall time of this run / workers": summary["corpus_tokens"] / prepared["seconds"] / workers,
+                      "per CPU second of this run": summary["corpus_tokens"] / prepared["cpu"]}, args.scaling))
     shutil.rmtree(work, ignore_errors=True)
 
 
@@ -325,11 +329,15 @@ def write_large_corpus(source: Path, directory: Path, size: int, file_size: int 
     return written
 
 
-def run_command(arguments: list[str], output: Path) -> dict[str, Any]:
-    """`bertpre ARGUMENTS` in a process of its own: wall time, peak memory, and peak disk under output's parent."""
+def run_command(arguments: list[str], output: Path, env: Optional[dict[str, str]] = None) -> dict[str, Any]:
+    """`bertpre ARGUMENTS` in a process of its own: wall time, CPU time, peak memory, and peak disk under
+    output's parent."""
+    import resource
+
+    cpu_before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.perf_counter()
     process = subprocess.Popen([sys.executable, "-m", "bertpre", *arguments], stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE, text=True, env=ENV, cwd=REPO)
+                               stderr=subprocess.PIPE, text=True, env=env or ENV, cwd=REPO)
     peak = _PeakMemory(process.pid)
     disk, stop = [0], threading.Event()
 
@@ -347,7 +355,9 @@ def run_command(arguments: list[str], output: Path) -> dict[str, Any]:
     peak.stop()
     if process.returncode != 0:
         raise SystemExit(f"bertpre {' '.join(arguments)} failed:\n{stderr[-3000:]}")
-    return {"seconds": time.perf_counter() - started, "peak_rss_mb": peak.total / 2**20,
+    cpu_after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = cpu_after.ru_utime + cpu_after.ru_stime - cpu_before.ru_utime - cpu_before.ru_stime
+    return {"seconds": time.perf_counter() - started, "cpu": cpu, "peak_rss_mb": peak.total / 2**20,
             "largest_process_mb": peak.largest / 2**20, "peak_disk": disk[0], "stdout": stdout}
 
 
@@ -364,14 +374,15 @@ def _size(path: Path) -> int:
     return total
 
 
-def projection(per_core: float, scaling: Optional[float]) -> str:
-    """English Wikipedia on one 128-core node, from the measured rate per core and the 1 → 2 worker scaling."""
-    lines = ["", f"projection, English Wikipedia (~{WIKIPEDIA_TOKENS / 1e9:.0f} B tokens) on one 128-core node, "
-             f"from {per_core:,.0f} tokens/s per core measured here:"]
-    for name, efficiency in (("perfect scaling", 1.0), *([(f"the 1 → 2 worker efficiency ({scaling / 2:.0%}) kept to "
-                                                            "128 workers", scaling / 2)] if scaling else [])):
-        rate = per_core * 128 * efficiency
-        lines.append(f"  {name}: {rate / 1e6:.1f} M tokens/s, {WIKIPEDIA_TOKENS / rate / 60:.1f} minutes")
+def projection(rates: dict[str, float], scaling: Optional[float]) -> str:
+    """English Wikipedia on one 128-core node, from rates per core measured here and the 1 → 2 worker scaling."""
+    lines = ["", f"projection, English Wikipedia (~{WIKIPEDIA_TOKENS / 1e9:.0f} B tokens) on one 128-core node:"]
+    for basis, per_core in rates.items():
+        for name, efficiency in (("perfect scaling", 1.0), *([(f"the 1 → 2 worker efficiency ({scaling / 2:.0%}) "
+                                                                "kept to 128 workers", scaling / 2)] if scaling else [])):
+            rate = per_core * 128 * efficiency
+            lines.append(f"  {per_core:,.0f} tokens/s per core ({basis}), {name}: {rate / 1e6:.1f} M tokens/s, "
+                         f"{WIKIPEDIA_TOKENS / rate / 60:.1f} minutes")
     return "\n".join(lines)
 
 

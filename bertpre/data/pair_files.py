@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bertpre.data.pair_rows import A_LENGTHS, B_DOCUMENTS, DOCUMENTS, GROUP, LABELS, LENGTHS, ROW_COLUMNS, VALUES
+from bertpre.data.pair_rows import A_LENGTHS, B_DOCUMENTS, DOCUMENTS, LABELS, LENGTHS, VALUES
 
 ROWS_PER_BATCH = 1000  # datasets' DEFAULT_MAX_BATCH_SIZE: rows per record batch (map, save_to_disk)
 _INTERMEDIATE_SHARD_SIZE = 500 * 10**6  # datasets' MAX_SHARD_SIZE, of the save between map and the split's save
@@ -250,13 +250,3 @@ def _arrow(values: np.ndarray):  # noqa: ANN202 - a pyarrow Array
     import pyarrow as pa
 
     return pa.Array.from_buffers(pa.from_numpy_dtype(values.dtype), len(values), [None, pa.py_buffer(values)])
-
-
-def check_row_columns(directory: Path, rows: int) -> None:
-    """Every per-row file of ``directory`` holds ``rows`` entries (a scratch file cut short is a bug, said here)."""
-    for name, dtype in ROW_COLUMNS.items():
-        size = (directory / name).stat().st_size
-        assert size == rows * np.dtype(dtype).itemsize, f"{directory / name}: {size} bytes for {rows} rows"
-
-
-__all__ = ["A_LENGTHS", "GROUP", "SplitRows", "check_row_columns", "layout", "write_split", "write_split_descriptions"]

@@ -127,29 +127,15 @@ def prepare_pretraining_data(config: PrepareConfig, show_progress: bool = True) 
     with atomic_directory(output, overwrite=config.overwrite) as staging:
         scratch = staging / "scratch"
         store, stats = _tokenized_documents(config, sources, scratch, workers, tokenizer, id_type, show_progress)
-        eval_documents = _held_out_documents(store, config.eval_fraction)
-        counts = _DocumentCounts.of(store, eval_documents)
-        splits = {"train": store.document_count - len(eval_documents), "eval": len(eval_documents)}
-        _refuse_if_no_pairs(config, counts.pairable["train"], splits["train"])
-        np.save(scratch / "eval-documents.npy", eval_documents)
-        settings = PairSettings(
-            store=str(scratch / "documents"), id_dtype=id_type, eval_documents=str(scratch / "eval-documents.npy"),
-            max_seq_length=config.max_seq_length, short_seq_prob=config.short_seq_prob,
-            random_next_prob=config.random_next_prob, seed=config.seed, shard_index=config.shard_index_and_count()[0],
-            cls_id=tokenizer_info.cls_id, sep_id=tokenizer_info.sep_id)
-        written: dict[str, SplitRows] = {}
-        import pyarrow  # noqa: F401 - once, here: forked workers that write files find it imported
-        with WorkerPool(workers, pair_rows.start_worker, (settings,)) as pool:
-            try:
-                for split, count in splits.items():
-                    if not count or not counts.pairable[split]:
-                        continue
-                    _refuse_too_few(config, count, split)
-                    written[split] = _create_pairs(pool, store, split, count, config, scratch, id_type, show_progress)
-                    _write_split_files(pool, written[split], staging / split, config.max_shard_size, split)
-            finally:
-                pair_rows.close_worker()  # the one-worker run opened the store in this process
-        store.close()
+        try:
+            eval_documents = _held_out_documents(store, config.eval_fraction)
+            counts = _DocumentCounts.of(store, eval_documents)
+            splits = {"train": store.document_count - len(eval_documents), "eval": len(eval_documents)}
+            _refuse_if_no_pairs(config, counts.pairable["train"], splits["train"])
+            written = _pairs_of_each_split(config, store, eval_documents, counts, staging, tokenizer_info, workers,
+                                           show_progress)
+        finally:
+            store.close()
         summary = _summarize(config, output, counts, splits, written, time.perf_counter() - started, workers, stats)
         _write_metadata(staging, config, tokenizer_info, summary)
         shutil.rmtree(scratch)
@@ -281,6 +267,34 @@ def _refuse_too_few(config: PrepareConfig, count: int, split: str) -> None:
 
 
 # ---- pass 3: pairs ---------------------------------------------------------------------------
+
+
+def _pairs_of_each_split(config: PrepareConfig, store: TokenStore, eval_documents: np.ndarray,
+                         counts: _DocumentCounts, staging: Path, tokenizer_info: TokenizerInfo, workers: int,
+                         show_progress: bool) -> dict[str, SplitRows]:
+    """Pass 3 for the training split and the held-out one (when it has pairable documents); their Arrow files."""
+    scratch = staging / "scratch"
+    id_type = token_id_type(tokenizer_info.vocab_size)
+    np.save(scratch / "eval-documents.npy", eval_documents)
+    settings = PairSettings(
+        store=str(store.directory), id_dtype=id_type, eval_documents=str(scratch / "eval-documents.npy"),
+        max_seq_length=config.max_seq_length, short_seq_prob=config.short_seq_prob,
+        random_next_prob=config.random_next_prob, seed=config.seed, shard_index=config.shard_index_and_count()[0],
+        cls_id=tokenizer_info.cls_id, sep_id=tokenizer_info.sep_id)
+    splits = {"train": store.document_count - len(eval_documents), "eval": len(eval_documents)}
+    written: dict[str, SplitRows] = {}
+    import pyarrow  # noqa: F401 - once, here: forked workers that write files find it imported
+    with WorkerPool(workers, pair_rows.start_worker, (settings,)) as pool:
+        try:
+            for split, count in splits.items():
+                if not count or not counts.pairable[split]:
+                    continue
+                _refuse_too_few(config, count, split)
+                written[split] = _create_pairs(pool, store, split, count, config, scratch, id_type, show_progress)
+                _write_split_files(pool, written[split], staging / split, config.max_shard_size, split)
+        finally:
+            pair_rows.close_worker()  # the one-worker run opened the store in this process
+    return written
 
 
 def _pair_tasks(store: TokenStore, split: str, count: int, dupe_factor: int, fragments: Path) -> Iterator[PairTask]:

@@ -20,7 +20,7 @@ import os
 import shutil
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable, Iterator, Optional
+from typing import Callable, Iterator
 
 import numpy as np
 
@@ -181,15 +181,3 @@ class TokenStore:
         for fd in self._fds.values():
             os.close(fd)
         self._fds = {}
-
-
-_OPEN: dict[tuple[str, str], TokenStore] = {}
-
-
-def open_store(directory: Path, id_dtype: np.dtype, cache: Optional[dict] = None) -> TokenStore:
-    """One :class:`TokenStore` per directory and process, opened on first use (workers read many tasks' documents)."""
-    cache = _OPEN if cache is None else cache
-    key = (str(directory), np.dtype(id_dtype).str)
-    if key not in cache:
-        cache[key] = TokenStore(directory, id_dtype)
-    return cache[key]
