@@ -58,6 +58,16 @@ def test_only_a_few_tasks_are_handed_out_ahead() -> None:
         assert len(list(results)) == 99
 
 
+def refuse_to_start(value: int) -> None:
+    raise BertpreError(f"cannot start with {value}")
+
+
+def test_a_worker_that_cannot_start_says_why_instead_of_hanging() -> None:
+    with WorkerPool(2, refuse_to_start, (3,)) as pool:
+        with pytest.raises(BertpreError, match="^cannot start with 3$"):
+            list(pool.map_ordered(slow_square, range(4)))
+
+
 def test_an_error_in_a_worker_is_raised_as_itself() -> None:
     with WorkerPool(2) as pool:
         with pytest.raises(BertpreError, match="^task 7: refused$"):

@@ -44,7 +44,7 @@ class WorkerPool:
         limit = ahead or 2 * self.workers
         pending: deque = deque()
         for task in tasks:
-            pending.append(self._pool.apply_async(function, (task,)))
+            pending.append(self._pool.apply_async(_run_task, (function, task)))
             if len(pending) > limit:
                 yield pending.popleft().get()
         while pending:
@@ -64,8 +64,20 @@ class WorkerPool:
         self.close()
 
 
+_SETUP_ERROR: list[BaseException] = []
+
+
 def _started_worker(initializer: Optional[Callable[..., None]], initargs: tuple) -> None:
     # Ctrl-C reaches the whole process group: the main process stops the workers, they do not stop themselves.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    if initializer is not None:
-        initializer(*initargs)
+    try:
+        if initializer is not None:
+            initializer(*initargs)
+    except Exception as error:  # noqa: BLE001 - raised with the first task: a pool whose set-up fails restarts it forever
+        _SETUP_ERROR.append(error)
+
+
+def _run_task(function: Callable[[Task], Result], task: Task) -> Result:
+    if _SETUP_ERROR:
+        raise _SETUP_ERROR[0]
+    return function(task)

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bertpre.data.pair_rows import A_LENGTHS, B_DOCUMENTS, DOCUMENTS, LABELS, LENGTHS, VALUES
+from bertpre.data.pair_rows import B_DOCUMENTS, DOCUMENTS, LABELS, LENGTHS, TYPES, VALUES
 
 ROWS_PER_BATCH = 1000  # datasets' DEFAULT_MAX_BATCH_SIZE: rows per record batch (map, save_to_disk)
 _INTERMEDIATE_SHARD_SIZE = 500 * 10**6  # datasets' MAX_SHARD_SIZE, of the save between map and the split's save
@@ -222,7 +222,7 @@ class _RowReader:
         offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int32)
         tokens = int(offsets[-1])
         ids = self._read(VALUES, self.id_dtype, first_token, recorded["input_ids"] // self.id_dtype.itemsize)
-        types = self._token_types(a, recorded["token_type_ids"])
+        types = self._read(TYPES, np.dtype(np.uint8), first_token, recorded["token_type_ids"])
         arrays = [pa.ListArray.from_arrays(_arrow(offsets), _arrow(ids).slice(0, tokens)),
                   pa.ListArray.from_arrays(_arrow(offsets), _arrow(types).slice(0, tokens))]
         for column, name, dtype in (("next_sentence_label", LABELS, np.int8), ("document", DOCUMENTS, np.int32),
@@ -230,19 +230,6 @@ class _RowReader:
             values = self._read(name, dtype, a, recorded[column] // np.dtype(dtype).itemsize)
             arrays.append(_arrow(values).slice(0, b - a))
         return pa.RecordBatch.from_arrays(arrays, schema=schema)
-
-    def _token_types(self, a: int, count: int) -> np.ndarray:
-        """``count`` token types from row ``a`` on: 0 for [CLS] A [SEP], 1 for B [SEP], row after row."""
-        types = np.zeros(0, np.uint8)
-        row = a
-        while len(types) < count and row < self.rows:
-            block = min(self.rows - row, max(1, count // 5 + 1))  # a row has 5 tokens at least
-            lengths = self._read(LENGTHS, np.int32, row, block).astype(np.int64)
-            heads = self._read(A_LENGTHS, np.int32, row, block).astype(np.int64) + 2  # [CLS] A [SEP]
-            kinds = np.tile(np.array([0, 1], np.uint8), block)
-            types = np.concatenate([types, np.repeat(kinds, np.stack([heads, lengths - heads], 1).ravel())])
-            row += block
-        return types[:count]
 
 
 def _arrow(values: np.ndarray):  # noqa: ANN202 - a pyarrow Array

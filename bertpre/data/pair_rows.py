@@ -4,8 +4,8 @@ A task is a run of consecutive documents of one split in one pass (``dupe_pass``
 the pair algorithm (:func:`bertpre.data.pairs.document_pair_spans`) decides the pairs from sentence
 lengths alone, with the document's own generator (seed, shard, pass, index in the split), so the pairs
 do not depend on how documents are dealt to workers; the token ids are then cut from the store's
-arrays. A fragment holds the pairs' ``[CLS] A [SEP] B [SEP]`` ids end to end and, per pair, its
-length, the length of A, the label and the two documents (``bertpre/data/pair_files.py`` writes them
+arrays. A fragment holds the pairs' ``[CLS] A [SEP] B [SEP]`` ids and their token types end to end
+and, per pair, its length, the label and the two documents (``bertpre/data/pair_files.py`` writes them
 as the split's Arrow files).
 """
 
@@ -24,9 +24,9 @@ from bertpre.data.token_store import TokenStore
 GROUP = 32
 """Documents per group: how many rows each group of 32 documents gave is reported, as `datasets.map` with
 batches of 32 documents wrote them (``bertpre/data/pair_files.py`` lays the files out as it did)."""
-VALUES, LENGTHS, A_LENGTHS, LABELS, DOCUMENTS, B_DOCUMENTS = ("values.bin", "lengths.bin", "a_lengths.bin",
-                                                              "labels.bin", "documents.bin", "b_documents.bin")
-ROW_COLUMNS = {LENGTHS: np.int32, A_LENGTHS: np.int32, LABELS: np.int8, DOCUMENTS: np.int32, B_DOCUMENTS: np.int32}
+VALUES, TYPES = "values.bin", "types.bin"  # per token: the ids, the token types
+LENGTHS, LABELS, DOCUMENTS, B_DOCUMENTS = "lengths.bin", "labels.bin", "documents.bin", "b_documents.bin"
+ROW_COLUMNS = {LENGTHS: np.int32, LABELS: np.int8, DOCUMENTS: np.int32, B_DOCUMENTS: np.int32}  # per pair
 
 
 @dataclass(frozen=True)
@@ -120,6 +120,7 @@ def pair_task(task: PairTask) -> PairReport:
     sep = np.array([settings.sep_id], store.id_dtype)
     parts: list[np.ndarray] = []
     rows: dict[str, list[int]] = {name: [] for name in ROW_COLUMNS}
+    segments: list[int] = []  # per pair: tokens of type 0 ([CLS] A [SEP]), then of type 1 (B [SEP])
     group_rows = [0] * -(-(task.end - task.first) // GROUP)
     for index in range(task.first, task.end):
         lengths, tokens = documents.own(index)
@@ -132,7 +133,7 @@ def pair_task(task: PairTask) -> PairReport:
             a_length, b_length = span.a_end - span.a_start, span.b_end - span.b_start
             parts += [cls, tokens[span.a_start:span.a_end], sep, b_tokens, sep]
             rows[LENGTHS].append(a_length + b_length + 3)
-            rows[A_LENGTHS].append(a_length)
+            segments += [a_length + 2, b_length + 1]
             # Label convention of BertForPreTraining: 0 = B is the continuation, 1 = B is random.
             rows[LABELS].append(int(span.is_random_next))
             rows[DOCUMENTS].append(index)
@@ -142,6 +143,7 @@ def pair_task(task: PairTask) -> PairReport:
     fragment.mkdir(parents=True)
     values = np.concatenate(parts) if parts else np.zeros(0, store.id_dtype)
     values.tofile(fragment / VALUES)
+    np.repeat(np.tile(np.array([0, 1], np.uint8), len(segments) // 2), segments).tofile(fragment / TYPES)
     for name, dtype in ROW_COLUMNS.items():
         np.asarray(rows[name], dtype).tofile(fragment / name)
     return PairReport(task.fragment, len(rows[LENGTHS]), len(values), group_rows)

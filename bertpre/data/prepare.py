@@ -314,7 +314,7 @@ def _create_pairs(pool: WorkerPool, store: TokenStore, split: str, count: int, c
     tasks = list(_pair_tasks(store, split, count, config.dupe_factor, scratch / f"{split}-fragments"))
     group_rows: list[list[int]] = [[] for _ in range(config.dupe_factor)]
     rows = tokens = 0
-    with append_files(directory, [pair_rows.VALUES, *pair_rows.ROW_COLUMNS]) as append:
+    with append_files(directory, [pair_rows.VALUES, pair_rows.TYPES, *pair_rows.ROW_COLUMNS]) as append:
         reports: Iterable[PairReport] = pool.map_ordered(pair_rows.pair_task, tasks)
         for task, report in zip(tasks, _progress(reports, len(tasks), f"{split} pairs", show_progress)):
             append(Path(report.fragment))
