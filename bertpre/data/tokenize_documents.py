@@ -28,7 +28,7 @@ from bertpre.readers.sentences import split_sentences
 CHARACTERS_PER_BATCH = 1_000_000
 """Text tokenized per `encode_batch` call: large enough that the call dominates, small enough that a worker's
 memory stays a few tens of MB whatever the file size."""
-CHARACTERS_PER_TASK = 1_000_000
+CHARACTERS_PER_TASK = 500_000
 """Text the main process hands out per task when it reads the documents itself."""
 LARGEST_FILE_TASK = 256 * 2**20
 """Files up to this size (on disk), and up to half a worker's share of the corpus, are read by a worker, each as
