@@ -6,6 +6,7 @@
 #   make docs         regenerate the options tables of docs/commands/*.md from the config dataclasses
 #   make test-wheel   build the wheel, install it in a fresh venv, run the quickstart from an empty directory
 #   make test-slurm   the preemption loop on a real, local SLURM (root; installs slurm-wlm if missing)
+#   make test-slurm-prepare   jobs/prepare_array.slurm with 2 array tasks on it: the same dataset as one process
 PYTHON ?= python3
 VENV ?= .venv
 OUTPUT ?= runs/quickstart
@@ -22,7 +23,7 @@ STAMP := $(VENV)/.installed
 
 TEST_STAMP := $(VENV)/.installed-test
 
-.PHONY: quickstart test lint docs test-wheel test-slurm install clean
+.PHONY: quickstart test lint docs test-wheel test-slurm test-slurm-prepare install clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -61,6 +62,11 @@ test-wheel: $(STAMP)
 # Starts a one-node SLURM here, runs tests/slurm_requeue.py against it, stops SLURM again.
 test-slurm: $(STAMP)
 	eval "$$(jobs/slurm_local.sh start)" && HF_HUB_OFFLINE=1 $(BIN)/python -m tests.slurm_requeue; \
+	  status=$$?; jobs/slurm_local.sh stop; exit $$status
+
+# The data stage's array path on the same local SLURM: tests/slurm_prepare.py says what "the same dataset" means.
+test-slurm-prepare: $(STAMP)
+	eval "$$(jobs/slurm_local.sh start)" && HF_HUB_OFFLINE=1 $(BIN)/python -m tests.slurm_prepare; \
 	  status=$$?; jobs/slurm_local.sh stop; exit $$status
 
 clean:

@@ -97,18 +97,19 @@ def _add_command(subparsers: Any, name: str, help: str, cls: type | None,
 
 
 def _run_tokenizer_train(args: argparse.Namespace) -> int:
+    config = config_from_args(TokenizerConfig, args)  # before the stage's imports: a wrong option costs none
     from bertpre.tokenizer.train import train_tokenizer
 
-    config = config_from_args(TokenizerConfig, args)
     summary = train_tokenizer(config, show_progress=sys.stderr.isatty())
     print(summary.table())
     return 0
 
 
 def _run_prepare(args: argparse.Namespace) -> int:
+    config = config_from_args(PrepareConfig, args)
     from bertpre.data.prepare import prepare_pretraining_data
 
-    summary = prepare_pretraining_data(config_from_args(PrepareConfig, args), show_progress=sys.stderr.isatty())
+    summary = prepare_pretraining_data(config, show_progress=sys.stderr.isatty())
     print(summary.table())
     return 0
 
@@ -127,17 +128,18 @@ def _run_pretrain(args: argparse.Namespace) -> int:
 
 
 def _run_export(args: argparse.Namespace) -> int:
+    config = config_from_args(ExportConfig, args)
     from bertpre.export.export import export_checkpoint
 
-    print(f"exported to {export_checkpoint(config_from_args(ExportConfig, args))}")
+    print(f"exported to {export_checkpoint(config)}")
     return 0
 
 
 def _run_finetune(args: argparse.Namespace) -> int:
+    config = config_from_args(FinetuneConfig, args)
     from bertpre.tasks.comparison import compare_finetunes, wants_several_runs
     from bertpre.tasks.finetune import finetune
 
-    config = config_from_args(FinetuneConfig, args)
     run = compare_finetunes if wants_several_runs(config) else finetune
     print(run(config, show_progress=sys.stderr.isatty()).table())
     return 0
@@ -151,18 +153,19 @@ def _run_compare(args: argparse.Namespace) -> int:
 
 
 def _run_predict(args: argparse.Namespace) -> int:
+    config = config_from_args(PredictConfig, args)
     from bertpre.tasks.predict import predict
 
-    metrics = predict(config_from_args(PredictConfig, args))
+    metrics = predict(config)
     for key, value in metrics.items():
         print(f"{key:<16} {value:.4f}" if isinstance(value, float) else f"{key:<16} {value}")
     return 0
 
 
 def _run_glue(args: argparse.Namespace) -> int:
+    config = config_from_args(GlueConfig, args)
     from bertpre.tasks.glue import RESULTS_FILE, glue_table, run_glue
 
-    config = config_from_args(GlueConfig, args)
     print(glue_table(run_glue(config, show_progress=sys.stderr.isatty())))
     print(f"saved {config.output}/{RESULTS_FILE}")
     return 0
@@ -178,6 +181,7 @@ def _run_status(args: argparse.Namespace) -> int:
 
 
 def _run_bench(args: argparse.Namespace) -> int:
+    config = config_from_args(BenchConfig, args)
     from bertpre.runners.bench import bench_json, bench_table, curve_table, run_bench, run_loss_curves
 
     config = config_from_args(BenchConfig, args)
@@ -198,10 +202,11 @@ def _run_bench(args: argparse.Namespace) -> int:
 
 
 def _run_quickstart(args: argparse.Namespace) -> int:
+    config = config_from_args(QuickstartConfig, args)
     from bertpre.runners.quickstart import PretrainingStopped, run_quickstart
 
     try:
-        run_quickstart(config_from_args(QuickstartConfig, args), show_progress=sys.stderr.isatty())
+        run_quickstart(config, show_progress=sys.stderr.isatty())
     except PretrainingStopped as stopped:
         print(f"bertpre: {stopped}", file=sys.stderr)
         return stopped.exit_status  # as `bertpre pretrain` stopped by that signal: 75, or 0 when requeued

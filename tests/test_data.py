@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import hashlib
 import json
 import random
 from pathlib import Path
@@ -18,7 +19,7 @@ from bertpre.data.pairs import create_next_sentence_pairs, document_rng, pair_to
 from bertpre.data.prepare import prepare_pretraining_data
 from bertpre.readers.sentences import split_sentences
 
-from .conftest import REPO, english_articles, shared_path
+from .conftest import REPO, english_articles, shared_path, uses_shared_articles
 
 TOKENIZER = str(REPO / "tokenizer")
 
@@ -209,6 +210,98 @@ def test_same_seed_gives_identical_bytes_for_any_worker_count(tmp_path: Path) ->
     prepare([corpus], tmp_path / "other-seed", num_workers=1, dupe_factor=2, seed=99)
     assert ((tmp_path / "other-seed" / "train" / "data-00000-of-00001.arrow").read_bytes()
             != (tmp_path / "one" / "train" / "data-00000-of-00001.arrow").read_bytes())
+
+
+# Digests of the Arrow files bertpre 0.1.0 (5f72407) wrote through `datasets`, one worker: the same inputs and
+# seed must keep giving the same bytes (datasets' padding of record-batch buffers included).
+PINNED_DIGESTS = {
+    "pairs64-eval20-dupe2": ({"max_seq_length": 64, "eval_fraction": 0.2, "dupe_factor": 2}, {
+        "eval/data-00000-of-00001.arrow": "a20e151c45e664330ea1bfb1e9f50b76fcf658b6dd8b8595008dbf3004978677",
+        "train/data-00000-of-00001.arrow": "f96759ab483a88a1eeddfdc226f8a3e35dc1f144506677ec8412c62a06197509"}),
+    "short-targets-small-shards": ({"short_seq_prob": 1.0, "max_shard_size": "100KB", "seed": 3}, {
+        "eval/data-00000-of-00001.arrow": "2b99d1fe5b6997164c7b724913cc70c42c05f32e6adc7138e41804869fcb7901",
+        "train/data-00000-of-00004.arrow": "63e745cdebadf1c523982ab9a5a74dc7f898281643eeda204572742c0ebdd05a",
+        "train/data-00001-of-00004.arrow": "3f309ec15c8b3a66fc30f66e3f5f1f6f73eddc73a533e4695c9d2debda3b1c28",
+        "train/data-00002-of-00004.arrow": "37b56f8b0faedc85022e6cbcaeff35cd842bad5bd4f2ab4e101c3093ab311995",
+        "train/data-00003-of-00004.arrow": "a1c7a50d9bdd1829db91cb0e14690306599a3c934f0cc16de51a5339752b2533"}),
+}
+
+
+@pytest.mark.parametrize("name", PINNED_DIGESTS)
+def test_the_bytes_are_those_bertpre_wrote_before(name: str, tmp_path: Path) -> None:
+    corpus = english_articles()
+    if not uses_shared_articles(corpus):
+        pytest.skip("the pinned digests are of the shared Wikipedia slice")
+    options, digests = PINNED_DIGESTS[name]
+    prepare([corpus], tmp_path / "out", **options)
+    written = {str(p.relative_to(tmp_path / "out")): hashlib.sha256(p.read_bytes()).hexdigest()
+               for p in sorted((tmp_path / "out").rglob("*.arrow"))}
+    assert written == digests
+
+
+def test_files_read_by_workers_or_here_give_the_same_bytes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import bertpre.data.tokenize_documents as tokenize_documents
+
+    inputs = tmp_path / "inputs"
+    inputs.mkdir()
+    for file in sorted(shared_path("pretrain/inaugural").glob("*.txt"))[:12]:
+        (inputs / file.name).write_bytes(file.read_bytes())
+    # files above this size are read by the main process and handed out as batches of documents
+    monkeypatch.setattr(tokenize_documents, "LARGEST_FILE_TASK", 12_000)
+    for workers in (1, 2, 3):
+        prepare([inputs], tmp_path / str(workers), num_workers=workers, document_boundary="file", eval_fraction=0.2)
+    files = sorted((tmp_path / "1").rglob("*.arrow"))
+    assert len(files) == 2
+    for workers in (2, 3):
+        assert [f.read_bytes() for f in files] == [(tmp_path / str(workers) / f.relative_to(tmp_path / "1")).read_bytes()
+                                                   for f in files]
+
+
+def test_workers_share_one_large_file_and_read_small_files_themselves(tmp_path: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    from bertpre.data.tokenize_documents import DocumentsTask, FileTask, document_tasks
+
+    monkeypatch.setattr("bertpre.data.tokenize_documents.CHARACTERS_PER_TASK", 50_000)
+    config = PrepareConfig(inputs=["unused"])
+    one_file = list(document_tasks(config, [str(english_articles())], 2, tmp_path / "one"))
+    assert len(one_file) >= 4 and all(isinstance(task, DocumentsTask) for task in one_file)
+    files = [str(path) for path in sorted(shared_path("pretrain/inaugural").glob("*.txt"))]
+    assert all(isinstance(task, FileTask) for task in document_tasks(config, files, 2, tmp_path / "many"))
+
+
+def test_deduplication_drops_a_line_seen_in_an_earlier_file(tmp_path: Path) -> None:
+    shared = "This paragraph is in both files. It has two sentences."
+    (tmp_path / "a.txt").write_text(f"{shared}\nThe first file goes on. Then it stops.\n")
+    (tmp_path / "b.txt").write_text(f"{shared}\nThe second file says more. And more again.\n")
+    summary = prepare([tmp_path / "a.txt", tmp_path / "b.txt"], tmp_path / "out", deduplicate=True,
+                      document_boundary="file", eval_fraction=0, num_workers=2)
+    assert summary.duplicate_lines == 1 and summary.sentences == 6
+
+
+def test_a_split_loads_with_datasets_as_with_pretraining_data(prepared_wiki: Path) -> None:
+    import datasets
+
+    for split in ("train", "eval"):
+        loaded = datasets.load_from_disk(str(prepared_wiki / split))
+        ours = PretrainingData(prepared_wiki, split)
+        assert len(loaded) == len(ours) > 0
+        assert loaded.data.table.equals(ours.table)
+
+
+def test_a_bad_max_shard_size_is_refused_when_the_config_is_read() -> None:
+    from bertpre.core.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="max_shard_size: '500 megabytes' is not a size"):
+        PrepareConfig(inputs=["x"], max_shard_size="500 megabytes")
+
+
+def test_an_error_in_a_worker_reading_a_file_is_one_line(tmp_path: Path) -> None:
+    inputs = tmp_path / "inputs"
+    inputs.mkdir()
+    for index, file in enumerate(sorted(shared_path("pretrain/inaugural").glob("*.txt"))[:5]):
+        (inputs / f"{index}.txt").write_bytes(file.read_bytes())
+    (inputs / "3.txt").write_bytes(b"\x00\x01binary" * 100)
+    assert_refused([inputs], tmp_path / "out", match="3.txt: looks like a binary file", num_workers=2)
 
 
 def test_the_corpus_location_does_not_change_the_split_or_the_pairs(tmp_path: Path) -> None:

@@ -102,7 +102,7 @@ def prepare_reviews(tmp_path: Path, name: str, **options: object):
     corpus = tmp_path / "reviews.jsonl"
     corpus.write_text("".join(json.dumps({"text": text}) + "\n" for text in documents_with_sst2_sentences()))
     config = PrepareConfig(inputs=[str(corpus)], output=str(tmp_path / name), tokenizer=str(REPO / "tokenizer"),
-                           max_seq_length=32, num_workers=1, eval_fraction=0.0, **options)
+                           max_seq_length=32, eval_fraction=0.0, **{"num_workers": 1, **options})
     return prepare_pretraining_data(config, show_progress=False)
 
 
@@ -116,11 +116,12 @@ def prepared_text(directory: Path) -> str:
     return " ".join(tokenizer.decode(data.example(i)["input_ids"]) for i in range(len(data)))
 
 
+@pytest.mark.parametrize("workers", [1, 2])
 def test_prepare_drops_the_documents_that_quote_an_evaluation_text_and_says_how_many_from_which_file(
-        tmp_path: Path) -> None:
+        tmp_path: Path, workers: int) -> None:
     dev = shared_path("ci/sst2_dev_first200.tsv")
-    plain = prepare_reviews(tmp_path, "plain")
-    cleaned = prepare_reviews(tmp_path, "clean", decontaminate=[str(dev)])
+    plain = prepare_reviews(tmp_path, "plain", num_workers=workers)
+    cleaned = prepare_reviews(tmp_path, "clean", decontaminate=[str(dev)], num_workers=workers)
     assert plain.documents == 6 and cleaned.documents == 4
     assert "austere" in prepared_text(tmp_path / "plain") and "austere" not in prepared_text(tmp_path / "clean")
     report = json.loads((tmp_path / "clean" / "prepare.json").read_text())["summary"]["decontamination"]

@@ -192,6 +192,7 @@ class PrepareConfig(CorpusConfig):
             raise ConfigError("num_workers: must be 0 (all cores) or more")
         if self.shard is not None:
             self.shard_index_and_count()
+        file_size_in_bytes(self.max_shard_size)
 
     def shard_index_and_count(self) -> tuple[int, int]:
         """``(i, N)`` from ``shard: i/N``; ``(0, 1)`` when unsharded."""
@@ -204,6 +205,22 @@ class PrepareConfig(CorpusConfig):
         if not 0 <= index < count:
             raise ConfigError(f"shard: index {index} is outside 0…{count - 1}")
         return index, count
+
+
+_SIZE_UNITS = {"PIB": 2**50, "TIB": 2**40, "GIB": 2**30, "MIB": 2**20, "KIB": 2**10,
+               "PB": 10**15, "TB": 10**12, "GB": 10**9, "MB": 10**6, "KB": 10**3}
+
+
+def file_size_in_bytes(size: str | int) -> int:
+    """``500MB`` as 500,000,000, ``1GiB`` as 2**30 (and ``8Mb`` as bits), as `datasets` reads ``max_shard_size``."""
+    if isinstance(size, int):
+        return size
+    text = str(size).strip()
+    for unit, factor in _SIZE_UNITS.items():
+        if text.upper().endswith(unit) and text[:-len(unit)].strip().isdigit() and int(text[:-len(unit)]) > 0:
+            value = int(text[:-len(unit)]) * factor
+            return value // 8 if len(unit) == 2 and text.endswith("b") else value
+    raise ConfigError(f"max_shard_size: {size!r} is not a size; use a number with a unit, such as 500MB or 1GiB")
 
 
 MODEL_SIZES: dict[str, dict[str, Any]] = {

@@ -24,7 +24,7 @@ import re
 import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Iterator
 
 import numpy as np
 
@@ -107,30 +107,39 @@ class ContaminationFilter:
         hashes = np.concatenate([_sequence_hashes(ids, length) for length in self.lengths])
         return [i for i, file in enumerate(self.files) if _any_in(hashes, file.hashes)], len(words)
 
-    def drop_from(self, documents: Any, workers: int) -> Any:
-        """``documents`` (a ``datasets.Dataset`` with a ``paragraphs`` column) without those that share a
-        sequence with an evaluation file; the counts are kept in this filter for the summary."""
-        import datasets
+    def screened(self, documents: Iterable[tuple[list[str], bool]], tally: dict[str, Any]
+                 ) -> Iterator[tuple[list[str], bool]]:
+        """``documents`` ((paragraphs, given as sentences) pairs, as prepare's workers read them) without those
+        that share a sequence with an evaluation file; what was checked and dropped is added to ``tally``
+        (:meth:`new_tally`), which a worker sends back for :meth:`add`."""
+        for document in documents:
+            if not self.files:
+                yield document
+                continue
+            files, words = self.matching_files(" ".join(document[0]))
+            tally["documents"] += 1
+            tally["words"] += words
+            if files:
+                tally["dropped_documents"] += 1
+                tally["dropped_words"] += words
+                for i in files:
+                    tally["files"][i] += 1
+            else:
+                yield document
 
-        if not self.files:
-            return documents
-        features = datasets.Features({"matches": datasets.Sequence(datasets.Value("int32")),
-                                      "words": datasets.Value("int64")})
-        found = documents.map(self._match_documents, batched=True, batch_size=64, remove_columns=documents.column_names,
-                              features=features, num_proc=workers if workers > 1 and len(documents) >= workers else None,
-                              desc="decontaminating")
-        matches, words = found["matches"], np.asarray(found["words"])
-        contaminated = np.array([bool(m) for m in matches], dtype=bool)
-        for file_matches in matches:
-            for i in file_matches:
-                self.files[i].dropped_documents += 1
-        self.documents, self.dropped_documents = len(matches), int(contaminated.sum())
-        self.words, self.dropped_words = int(words.sum()), int(words[contaminated].sum())
-        return documents.select(np.flatnonzero(~contaminated)) if contaminated.any() else documents
+    def new_tally(self) -> dict[str, Any]:
+        """Empty counts for :meth:`screened`."""
+        return {"documents": 0, "dropped_documents": 0, "words": 0, "dropped_words": 0,
+                "files": [0] * len(self.files)}
 
-    def _match_documents(self, batch: dict[str, list]) -> dict[str, list]:
-        found = [self.matching_files(" ".join(paragraphs)) for paragraphs in batch["paragraphs"]]
-        return {"matches": [files for files, _ in found], "words": [words for _, words in found]}
+    def add(self, tally: dict[str, Any]) -> None:
+        """Count a worker's :meth:`screened` tally into this filter's report."""
+        self.documents += tally["documents"]
+        self.dropped_documents += tally["dropped_documents"]
+        self.words += tally["words"]
+        self.dropped_words += tally["dropped_words"]
+        for file, dropped in zip(self.files, tally["files"]):
+            file.dropped_documents += dropped
 
     def report(self) -> dict[str, Any]:
         """What was dropped, per evaluation file, as the prepare summary and ``prepare.json`` keep it."""

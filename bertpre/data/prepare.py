@@ -1,15 +1,19 @@
 """Stage 2, `bertpre prepare`: raw corpora → tokenized next-sentence pairs, as sharded memory-mapped Arrow.
 
-``prepare_pretraining_data`` runs in three passes, each spread over all cores with `datasets`
-and each written to memory-mapped Arrow files, so memory stays bounded whatever the corpus size:
+``prepare_pretraining_data`` runs in three passes over flat arrays on disk, so memory stays bounded
+whatever the corpus size, with every core busy in the two long ones:
 
-1. read documents, split paragraphs into sentences, tokenize them in batches;
-2. hold out whole documents for evaluation;
-3. create next-sentence pairs following Devlin et al.'s ``create_pretraining_data.py``.
+1. read documents, split paragraphs into sentences and tokenize them with `tokenizers` in large batches,
+   a file or a batch of documents per task (``bertpre/data/tokenize_documents.py``), into a token
+   store (``bertpre/data/token_store.py``);
+2. hold out whole documents for evaluation, by a hash of their text;
+3. create next-sentence pairs following Devlin et al.'s ``create_pretraining_data.py``, a run of
+   documents per task (``bertpre/data/pair_rows.py``), and write each split's Arrow files
+   (``bertpre/data/pair_files.py``).
 
-Every random choice for a document comes from a generator seeded by (seed, pass, document index),
-so the output is byte-identical for any number of worker processes. The output format is read by
-``bertpre/data/dataset.py``.
+Every random choice for a document comes from a generator seeded by (seed, shard, pass, document
+index), and results are joined in task order, so the output is byte-identical for any number of
+worker processes. The output format is read by ``bertpre/data/dataset.py``.
 """
 
 from __future__ import annotations
@@ -20,27 +24,29 @@ import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Iterable, Iterator, Optional
 
 import numpy as np
 
 from bertpre.core.config import save_config
-from bertpre.core.configs import PrepareConfig
-from bertpre.readers.corpus import CorpusStats, read_documents, resolve_inputs, warn_about_replaced_bytes
+from bertpre.core.configs import PrepareConfig, file_size_in_bytes
+from bertpre.core.errors import BertpreError
+from bertpre.core.io import atomic_directory, check_writable_output
+from bertpre.core.parallel import WorkerPool
+from bertpre.core.resolve import tokenizer_directory
+from bertpre.data import pair_files, pair_rows, tokenize_documents
 from bertpre.data.dataset import token_id_type
 from bertpre.data.decontamination import ContaminationFilter, describe_decontamination
 from bertpre.data.metadata import CONFIG_FILE, TOKENIZER_DIR, ShardMetadata, TokenizerInfo
-from bertpre.core.errors import BertpreError
-from bertpre.core.io import atomic_directory, check_writable_output
-from bertpre.data.pairs import create_next_sentence_pairs, document_rng, pair_to_features
-from bertpre.core.resolve import tokenizer_directory
-from bertpre.core.seeding import stable_hash64
-from bertpre.readers.sentences import split_sentences
-from bertpre.tokenizer.files import copy_tokenizer_files, load_tokenizer, vocab_file_tokens, vocabulary_digest
+from bertpre.data.pair_files import SplitRows, write_split, write_split_descriptions
+from bertpre.data.pair_rows import GROUP, PairReport, PairSettings, PairTask
+from bertpre.data.token_store import StoreJoiner, TokenStore, append_files
+from bertpre.readers.corpus import CorpusStats, resolve_inputs, warn_about_replaced_bytes
+from bertpre.tokenizer.backend import BackendTokenizer, load_backend_tokenizer
+from bertpre.tokenizer.files import copy_tokenizer_files, vocab_file_tokens, vocabulary_digest
 
-# Documents held in memory between writes to disk: `datasets` defaults to 1,000 rows, which is a
-# whole corpus of book-length documents; 64 keeps memory flat whatever the document length.
-DOCUMENTS_PER_WRITE = 64
+TOKENS_PER_PAIR_TASK = 250_000
+"""Documents are dealt to pass 3 in runs of about this many tokens (whole groups of 32 documents)."""
 
 
 @dataclass
@@ -66,8 +72,8 @@ class PrepareSummary:
     single_sentence_documents: float = 0.0
     layouts: dict[str, str] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
+    corpus_tokens: int = 0  # of every sentence, before pairing (``tokens`` counts the pairs', specials included)
     decontamination: dict[str, Any] = field(default_factory=dict)  # ContaminationFilter.report(): what --decontaminate dropped
-
     def table(self) -> str:
         """A human-readable summary with the length histogram."""
         docs_per_second = self.documents / max(self.seconds, 1e-9)
@@ -76,7 +82,7 @@ class PrepareSummary:
             f"documents        {self.documents:,} ({self.train_documents:,} train, {self.eval_documents:,} eval)",
             f"sentences        {self.sentences:,}",
             f"pairs            {self.train_pairs + self.eval_pairs:,} ({self.train_pairs:,} train, {self.eval_pairs:,} eval)",
-            f"tokens           {self.tokens:,}",
+            f"tokens           {self.tokens:,} in pairs ({self.corpus_tokens:,} in the corpus)",
             f"IsNext ratio     {self.is_next_ratio:.3f}",
             f"padding at {self.max_seq_length:<5} {self.padding_fraction:.1%}",
             f"wall time        {self.seconds:.1f} s with {self.workers} worker{'s' if self.workers != 1 else ''} "
@@ -113,58 +119,56 @@ def prepare_pretraining_data(config: PrepareConfig, show_progress: bool = True) 
     The result is written to a temporary sibling directory and renamed into place at the end, so a
     failed or interrupted run never leaves a partial dataset where a complete one is expected.
     """
-    import datasets
-
     started = time.perf_counter()
     output = Path(config.output)
     check_writable_output(output, config.overwrite)
     config = dataclasses.replace(config, tokenizer=str(tokenizer_directory(config.tokenizer)))
-    tokenizer_info = _check_tokenizer(config)
+    tokenizer, tokenizer_info = _check_tokenizer(config)
     sources = _sources_of_this_shard(config)
     contamination = ContaminationFilter.from_files(config.decontaminate)  # read and checked before the corpus
     workers = config.num_workers or os.cpu_count() or 1
-    if not show_progress:
-        datasets.disable_progress_bars()
+    id_type = token_id_type(tokenizer_info.vocab_size)
     with atomic_directory(output, overwrite=config.overwrite) as staging:
-        stats = CorpusStats()
-        documents = _tokenized_documents(config, sources, staging, workers, stats, tokenizer_info.vocab_size,
-                                         contamination)
-        train_docs, eval_docs = _split_documents(documents, config.eval_fraction, staging)
-        summary_parts = {}
-        _refuse_if_no_pairs(config, train_docs)
-        for split, docs in (("train", train_docs), ("eval", eval_docs)):
-            if docs is None or not _pairable_documents(docs):
-                continue
-            pairs = _create_pairs(docs, config, tokenizer_info, staging / f"{split}-pairs", workers, split)
-            # One writer: the number of shards then follows the data size alone, never the worker count.
-            pairs.save_to_disk(str(staging / split), max_shard_size=config.max_shard_size)
-            summary_parts[split] = pairs
-        summary = _summarize(config, output, documents, train_docs, eval_docs, summary_parts,
-                             time.perf_counter() - started, workers, stats)
+        scratch = staging / "scratch"
+        store, stats = _tokenized_documents(config, sources, scratch, workers, tokenizer, id_type, show_progress,
+                                            contamination)
+        try:
+            eval_documents = _held_out_documents(store, config.eval_fraction)
+            counts = _DocumentCounts.of(store, eval_documents)
+            splits = {"train": store.document_count - len(eval_documents), "eval": len(eval_documents)}
+            _refuse_if_no_pairs(config, counts.pairable["train"], splits["train"])
+            written = _pairs_of_each_split(config, store, eval_documents, counts, staging, tokenizer_info, workers,
+                                           show_progress)
+        finally:
+            store.close()
+        summary = _summarize(config, output, counts, splits, written, time.perf_counter() - started, workers, stats)
         summary.decontamination = contamination.report()
         _write_metadata(staging, config, tokenizer_info, summary)
-        for scratch in ("documents", "train-docs", "eval-docs", "train-pairs", "eval-pairs", "hf-cache"):
-            shutil.rmtree(staging / scratch, ignore_errors=True)
+        shutil.rmtree(scratch)
     summary.seconds = time.perf_counter() - started
     return summary
 
 
-def _check_tokenizer(config: PrepareConfig) -> TokenizerInfo:
-    tokenizer = load_tokenizer(config.tokenizer)
-    vocab = tokenizer.get_vocab()
+def _check_tokenizer(config: PrepareConfig) -> tuple[BackendTokenizer, TokenizerInfo]:
+    tokenizer = load_backend_tokenizer(config.tokenizer)
+    vocab = tokenizer.vocab
     vocab_txt = Path(config.tokenizer) / "vocab.txt"
     if vocab_txt.exists():
         if vocab_file_tokens(vocab_txt) != sorted(vocab, key=vocab.__getitem__):
             raise BertpreError(f"{vocab_txt}: does not match {config.tokenizer}/tokenizer.json "
                                "(mixed files from two tokenizers?); retrain or copy both together")
-    model_max = getattr(tokenizer, "model_max_length", 512) or 512
+    for name in ("pad", "cls", "sep", "mask"):
+        if tokenizer.special_ids[name] is None:
+            raise BertpreError(f"{config.tokenizer}: tokenizer has no {name}_token; is it a BERT WordPiece tokenizer?")
+    model_max = tokenizer.model_max_length or 512
     if config.max_seq_length > model_max:
         raise BertpreError(f"max_seq_length: {config.max_seq_length} exceeds the tokenizer's "
                            f"model_max_length {model_max} (the model's position embeddings)")
     digest = vocabulary_digest(sorted(vocab, key=vocab.__getitem__))
-    return TokenizerInfo(path=str(Path(config.tokenizer).resolve()), vocab_size=len(tokenizer), vocab_sha256=digest,
-                         cls_id=tokenizer.cls_token_id, sep_id=tokenizer.sep_token_id, pad_id=tokenizer.pad_token_id,
-                         mask_id=tokenizer.mask_token_id)
+    ids = tokenizer.special_ids
+    return tokenizer, TokenizerInfo(path=str(Path(config.tokenizer).resolve()), vocab_size=len(tokenizer),
+                                    vocab_sha256=digest, cls_id=ids["cls"], sep_id=ids["sep"], pad_id=ids["pad"],
+                                    mask_id=ids["mask"])
 
 
 def _sources_of_this_shard(config: PrepareConfig) -> list[str]:
@@ -177,251 +181,216 @@ def _sources_of_this_shard(config: PrepareConfig) -> list[str]:
     return sources[index::count]
 
 
+def _progress(items: Iterable, total: Optional[int], description: str, show: bool) -> Iterable:
+    if not show:
+        return items
+    from tqdm.auto import tqdm
+
+    return tqdm(items, total=total, desc=description, unit=" tasks", leave=False)
+
+
 # ---- pass 1: documents → tokenized sentences -------------------------------------------------
 
 
-def _read_shard_documents(sources: list[str], config_dict: dict[str, Any]) -> Iterator[dict[str, Any]]:
-    config = PrepareConfig(**config_dict)
+def _tokenized_documents(config: PrepareConfig, sources: list[str], scratch: Path, workers: int,
+                         tokenizer: BackendTokenizer, id_type: str, show_progress: bool,
+                         contamination: ContaminationFilter) -> tuple[TokenStore, CorpusStats]:
+    settings = tokenize_documents.TokenizeSettings(config=dict(vars(config)), tokenizer_json=tokenizer.json,
+                                                   id_dtype=id_type, contamination=contamination)
     stats = CorpusStats()
-    reported = (0, 0)
-    described: set[str] = set()
-    for document in read_documents(config, sources, stats):
-        # Counts and layouts travel with the rows: this generator may run in another process.
-        counts = (stats.replaced_lines, stats.duplicate_lines)
-        layouts = [f"{source}\t{layout}" for source, layout in stats.layouts.items() if source not in described]
-        described.update(stats.layouts)
-        yield {"paragraphs": document.paragraphs, "sentences_given": document.sentences, "layouts": layouts,
-               "replaced_lines": counts[0] - reported[0], "duplicate_lines": counts[1] - reported[1]}
-        reported = counts
-
-
-def _user_error_inside(error: BaseException) -> BertpreError | None:
-    """The BertpreError that a `datasets` worker raised, if the chain of causes holds one."""
-    seen = set()
-    while error is not None and id(error) not in seen:
-        if isinstance(error, BertpreError):
-            return error
-        seen.add(id(error))
-        error = error.__cause__ or error.__context__
-    return None
-
-
-_TOKENIZER_CACHE: dict[str, Any] = {}
-
-
-def _worker_tokenizer(path: str):  # noqa: ANN202 - a transformers tokenizer, one per process
-    if path not in _TOKENIZER_CACHE:
-        from transformers import AutoTokenizer
-
-        _TOKENIZER_CACHE[path] = AutoTokenizer.from_pretrained(path)
-    return _TOKENIZER_CACHE[path]
-
-
-def _tokenize_documents(batch: dict[str, list], tokenizer_path: str) -> dict[str, list]:
-    tokenizer = _worker_tokenizer(tokenizer_path)
-    sentences_per_doc = [list(paragraphs) if given else [s for paragraph in paragraphs for s in split_sentences(paragraph)]
-                         for paragraphs, given in zip(batch["paragraphs"], batch["sentences_given"])]
-    flat = [sentence for sentences in sentences_per_doc for sentence in sentences]
-    encoded = tokenizer(flat, add_special_tokens=False, return_attention_mask=False,
-                        return_token_type_ids=False, verbose=False)["input_ids"] if flat else []
-    tokenized, position = [], 0
-    for sentences in sentences_per_doc:
-        ids = [ids for ids in encoded[position:position + len(sentences)] if ids]
-        position += len(sentences)
-        tokenized.append(ids)
-    return {"text_key": [_text_key(paragraphs) for paragraphs in batch["paragraphs"]], "sentences": tokenized}
-
-
-def _text_key(paragraphs: list[str]) -> int:
-    """A hash of a document's text: where the file lies must not decide which split it lands in."""
-    return stable_hash64("\n".join(paragraphs)) >> 1  # fits int64, which Arrow stores without fuss
-
-
-def _tokenized_documents(config: PrepareConfig, sources: list[str], staging: Path, workers: int,
-                         stats: CorpusStats, vocab_size: int,
-                         contamination: ContaminationFilter):  # noqa: ANN202 - datasets.Dataset
-    import datasets
-
-    id_type = token_id_type(vocab_size)
-    # Reading runs in parallel over files; global de-duplication needs one reader to stay exact.
-    read_workers = 1 if config.deduplicate else min(workers, len(sources))
-    cache = str(staging / "hf-cache")
-    config_dict = {k: v for k, v in vars(config).items()}
-    features = datasets.Features({"paragraphs": datasets.Sequence(datasets.Value("string")),
-                                  "sentences_given": datasets.Value("bool"),
-                                  "layouts": datasets.Sequence(datasets.Value("string")),
-                                  "replaced_lines": datasets.Value("int64"),
-                                  "duplicate_lines": datasets.Value("int64")})
-    try:
-        raw = datasets.Dataset.from_generator(
-            _read_shard_documents, features=features, cache_dir=cache,
-            gen_kwargs={"sources": sources, "config_dict": config_dict},
-            num_proc=read_workers if read_workers > 1 else None, split="train", writer_batch_size=DOCUMENTS_PER_WRITE)
-    except Exception as error:  # datasets wraps what the reader raised
-        user_error = _user_error_inside(error)
-        if user_error is not None:
-            raise user_error from None
-        if "corresponds to no data" not in str(error):  # what `datasets` says for zero rows
-            raise
-        raw = []
-    if len(raw) == 0:
+    joiner = StoreJoiner(scratch / "documents")
+    read = 0
+    tasks = tokenize_documents.document_tasks(config, sources, workers, scratch / "fragments")
+    with WorkerPool(workers, tokenize_documents.start_worker, (settings,)) as pool:
+        for report in _progress(pool.map_ordered(tokenize_documents.tokenize_task, tasks), None, "tokenizing",
+                                show_progress):
+            joiner.append(Path(report.fragment))
+            tokenize_documents.add_report(stats, report)
+            contamination.add(report.contamination)
+            read += report.read
+    joiner.close()
+    if read == 0:
         raise BertpreError(f"{', '.join(config.inputs)}: the corpus is empty (no text after cleaning)")
-    if config.max_documents is not None and len(raw) > config.max_documents:
-        raw = raw.select(range(config.max_documents))
-    stats.replaced_lines = int(sum(raw["replaced_lines"]))
-    stats.duplicate_lines = int(sum(raw["duplicate_lines"]))
-    stats.layouts = dict(entry.split("\t", 1) for entries in raw["layouts"] for entry in entries)
     warn_about_replaced_bytes(stats)
-    raw = contamination.drop_from(raw, workers)  # on the documents' text, before anything is tokenized
-    tokenized = raw.map(
-        _tokenize_documents, batched=True, batch_size=DOCUMENTS_PER_WRITE, writer_batch_size=DOCUMENTS_PER_WRITE,
-        num_proc=workers if workers > 1 else None,
-        remove_columns=raw.column_names, fn_kwargs={"tokenizer_path": str(Path(config.tokenizer).resolve())},
-        features=datasets.Features({"text_key": datasets.Value("int64"),
-                                    "sentences": datasets.Sequence(datasets.Sequence(datasets.Value(id_type)))}),
-        desc="tokenizing")
-    tokenized = tokenized.filter(lambda batch: [len(s) > 0 for s in batch["sentences"]], batched=True,
-                                 num_proc=workers if workers > 1 else None, desc="dropping empty documents")
-    tokenized.save_to_disk(str(staging / "documents"))
-    stats.documents = len(tokenized)
-    return datasets.load_from_disk(str(staging / "documents"))
+    stats.documents = joiner.documents
+    return TokenStore(scratch / "documents", np.dtype(id_type)), stats
 
 
 # ---- pass 2: hold out whole documents --------------------------------------------------------
 
 
-def _split_documents(documents, eval_fraction: float, staging: Path):  # noqa: ANN001, ANN202
-    """Pick eval documents by a hash of their text.
+def _held_out_documents(store: TokenStore, eval_fraction: float) -> np.ndarray:
+    """Pick eval documents by a hash of their text: those of the smallest hashes (ties: the earlier document);
+    their indices in the store, ascending. Read a block at a time: only the chosen ones are held.
 
     Stable under worker counts, input order and the corpus's location: the same corpus read from
     another directory or node gives the same split (identical documents also land on the same side).
     """
-    import datasets
-
-    count = len(documents)
+    count = store.document_count
     if eval_fraction == 0 or count < 4:
-        return documents, None
+        return np.zeros(0, np.int64)
     n_eval = min(count - 2, max(2, round(eval_fraction * count)))
-    keys = np.asarray(documents.data.column("text_key").to_numpy())
-    order = np.argsort(keys, kind="stable")
-    is_eval = np.zeros(count, dtype=bool)
-    is_eval[order[:n_eval]] = True
-    train = documents.select(np.flatnonzero(~is_eval))
-    evaluation = documents.select(np.flatnonzero(is_eval))
-    train.save_to_disk(str(staging / "train-docs"))
-    evaluation.save_to_disk(str(staging / "eval-docs"))
-    return datasets.load_from_disk(str(staging / "train-docs")), datasets.load_from_disk(str(staging / "eval-docs"))
+    keys, indices = np.zeros(0, np.int64), np.zeros(0, np.int64)
+    for first, block in store.key_blocks():
+        keys = np.concatenate([keys, block])
+        indices = np.concatenate([indices, np.arange(first, first + len(block))])
+        smallest = np.lexsort((indices, keys))[:n_eval]  # as a stable sort of all keys would take them
+        keys, indices = keys[smallest], indices[smallest]
+    return np.sort(indices)
+
+
+@dataclass
+class _DocumentCounts:
+    """Sentence counts of the documents, summed up: what the summary and the refusals need."""
+
+    sentences: int
+    single_sentence: int
+    pairable: dict[str, int]  # documents with the two sentences a pair needs, per split
+    tokens: int = 0
+
+    @classmethod
+    def of(cls, store: TokenStore, eval_documents: np.ndarray) -> "_DocumentCounts":
+        sentences = single = 0
+        pairable = {"train": 0, "eval": 0}
+        for first, counts in store.sentence_count_blocks():
+            is_eval = np.isin(np.arange(first, first + len(counts)), eval_documents)
+            sentences += int(counts.sum())
+            single += int((counts == 1).sum())
+            pairable["train"] += int((counts[~is_eval] >= 2).sum())
+            pairable["eval"] += int((counts[is_eval] >= 2).sum())
+        return cls(sentences, single, pairable, store.token_count())
+
+
+def _refuse_if_no_pairs(config: PrepareConfig, pairable: int, count: int) -> None:
+    if not pairable:
+        raise BertpreError(f"{', '.join(config.inputs)}: no next-sentence pairs: each of the {count:,} "
+                           f"training documents is a single sentence; {_FIX_BOUNDARIES}")
+
+
+def _refuse_too_few(config: PrepareConfig, count: int, split: str) -> None:
+    if count < 2:
+        raise BertpreError(f"{', '.join(config.inputs)}: only {count} document in the {split} split; "
+                           "next-sentence pairs need at least two (random next segments come from other "
+                           "documents); add text or check --document-boundary")
 
 
 # ---- pass 3: pairs ---------------------------------------------------------------------------
 
 
-class _LazyDocument(Sequence):
-    """One memory-mapped document; a sentence becomes a Python list only when it is read."""
-
-    def __init__(self, sentences) -> None:  # noqa: ANN001 - a pyarrow list array
-        self._sentences = sentences
-
-    def __len__(self) -> int:
-        return len(self._sentences)
-
-    def __getitem__(self, index: int) -> list[int]:  # type: ignore[override]
-        return self._sentences[index].values.to_numpy(zero_copy_only=False).tolist()
-
-
-class _LazySentences(Sequence):
-    """Random access to the sentences of memory-mapped documents, without loading them all."""
-
-    def __init__(self, documents) -> None:  # noqa: ANN001 - datasets.Dataset
-        self._column = documents.data.column("sentences")
-
-    def __len__(self) -> int:
-        return len(self._column)
-
-    def __getitem__(self, index: int) -> Sequence[Sequence[int]]:  # type: ignore[override]
-        return _LazyDocument(self._column[index].values)
-
-
-def _pairs_for_documents(batch: dict[str, list], indices: list[int], documents, options: dict[str, Any]) -> dict[str, list]:  # noqa: ANN001,E501
-    corpus = _LazySentences(documents)
-    columns: dict[str, list] = {"input_ids": [], "token_type_ids": [], "next_sentence_label": [],
-                                "document": [], "b_document": []}
-    for index in indices:
-        rng = document_rng(options["seed"], options["dupe_pass"], index, options["stream"])
-        for pair in create_next_sentence_pairs(corpus, index, options["max_seq_length"],
-                                               options["short_seq_prob"], rng, options["random_next_prob"]):
-            input_ids, token_type_ids = pair_to_features(pair, options["cls_id"], options["sep_id"])
-            columns["input_ids"].append(input_ids)
-            columns["token_type_ids"].append(token_type_ids)
-            # Label convention of BertForPreTraining: 0 = B is the continuation, 1 = B is random.
-            columns["next_sentence_label"].append(int(pair.is_random_next))
-            columns["document"].append(pair.document)
-            columns["b_document"].append(pair.b_document)
-    return columns
-
-
-def _create_pairs(documents, config: PrepareConfig, tokenizer_info: TokenizerInfo, path: Path,  # noqa: ANN001, ANN202
-                  workers: int, split: str):
-    import datasets
-
-    if len(documents) < 2:
-        raise BertpreError(f"{', '.join(config.inputs)}: only {len(documents)} document in the {split} split; "
-                           "next-sentence pairs need at least two (random next segments come from other "
-                           "documents); add text or check --document-boundary")
+def _pairs_of_each_split(config: PrepareConfig, store: TokenStore, eval_documents: np.ndarray,
+                         counts: _DocumentCounts, staging: Path, tokenizer_info: TokenizerInfo, workers: int,
+                         show_progress: bool) -> dict[str, SplitRows]:
+    """Pass 3 for the training split and the held-out one (when it has pairable documents); their Arrow files."""
+    scratch = staging / "scratch"
     id_type = token_id_type(tokenizer_info.vocab_size)
-    shard_index, _ = config.shard_index_and_count()
-    options = {"dupe_factor": config.dupe_factor, "seed": config.seed, "max_seq_length": config.max_seq_length,
-               "short_seq_prob": config.short_seq_prob, "random_next_prob": config.random_next_prob,
-               "cls_id": tokenizer_info.cls_id, "sep_id": tokenizer_info.sep_id,
-               "stream": shard_index * 2 + (split == "eval")}
-    features = datasets.Features({
-        "input_ids": datasets.Sequence(datasets.Value(id_type)),
-        "token_type_ids": datasets.Sequence(datasets.Value("uint8")),
-        "next_sentence_label": datasets.Value("int8"),
-        "document": datasets.Value("int32"),
-        "b_document": datasets.Value("int32"),
-    })
-    passes = [documents.map(
-        _pairs_for_documents, batched=True, batch_size=32, with_indices=True,
-        num_proc=workers if workers > 1 and len(documents) >= workers else None,
-        remove_columns=documents.column_names, features=features,
-        fn_kwargs={"documents": documents, "options": {**options, "dupe_pass": dupe_pass}},
-        desc=f"{split} pairs, pass {dupe_pass + 1}/{config.dupe_factor}")
-        for dupe_pass in range(config.dupe_factor)]
-    pairs = datasets.concatenate_datasets(passes) if len(passes) > 1 else passes[0]
-    pairs.save_to_disk(str(path))
-    return datasets.load_from_disk(str(path))
+    np.save(scratch / "eval-documents.npy", eval_documents)
+    settings = PairSettings(
+        store=str(store.directory), id_dtype=id_type, eval_documents=str(scratch / "eval-documents.npy"),
+        max_seq_length=config.max_seq_length, short_seq_prob=config.short_seq_prob,
+        random_next_prob=config.random_next_prob, seed=config.seed, shard_index=config.shard_index_and_count()[0],
+        cls_id=tokenizer_info.cls_id, sep_id=tokenizer_info.sep_id)
+    splits = {"train": store.document_count - len(eval_documents), "eval": len(eval_documents)}
+    written: dict[str, SplitRows] = {}
+    import pyarrow  # noqa: F401 - once, here: forked workers that write files find it imported
+    with WorkerPool(workers, pair_rows.start_worker, (settings,)) as pool:
+        try:
+            for split, count in splits.items():
+                if not count or not counts.pairable[split]:
+                    continue
+                _refuse_too_few(config, count, split)
+                written[split] = _create_pairs(pool, store, split, count, config, scratch, id_type, show_progress)
+                _write_split_files(pool, written[split], staging / split, config.max_shard_size, split)
+        finally:
+            pair_rows.close_worker()  # the one-worker run opened the store in this process
+    return written
+
+
+def _pair_tasks(store: TokenStore, split: str, count: int, dupe_factor: int, fragments: Path) -> Iterator[PairTask]:
+    mean_tokens = max(1.0, store.token_count() / max(1, store.document_count))
+    per_task = GROUP * max(1, round(TOKENS_PER_PAIR_TASK / (GROUP * mean_tokens)))
+    number = 0
+    for dupe_pass in range(dupe_factor):
+        for first in range(0, count, per_task):
+            yield PairTask(split, dupe_pass, first, min(first + per_task, count), str(fragments / f"{number:09d}"))
+            number += 1
+
+
+def _create_pairs(pool: WorkerPool, store: TokenStore, split: str, count: int, config: PrepareConfig,
+                  scratch: Path, id_type: str, show_progress: bool) -> SplitRows:
+    directory = scratch / f"{split}-pairs"
+    directory.mkdir()
+    tasks = list(_pair_tasks(store, split, count, config.dupe_factor, scratch / f"{split}-fragments"))
+    group_rows: list[list[int]] = [[] for _ in range(config.dupe_factor)]
+    rows = tokens = 0
+    with append_files(directory, [pair_rows.VALUES, pair_rows.TYPES, *pair_rows.ROW_COLUMNS]) as append:
+        reports: Iterable[PairReport] = pool.map_ordered(pair_rows.pair_task, tasks)
+        for task, report in zip(tasks, _progress(reports, len(tasks), f"{split} pairs", show_progress)):
+            append(Path(report.fragment))
+            group_rows[task.dupe_pass] += report.group_rows
+            rows += report.rows
+            tokens += report.tokens
+    return SplitRows(directory, id_type, rows, tokens, group_rows)
+
+
+def _write_split_files(pool: WorkerPool, split_rows: SplitRows, output: Path, max_shard_size: str, split: str) -> None:
+    output.mkdir()
+    size = file_size_in_bytes(max_shard_size)
+    shards = len(pair_files.layout(split_rows.rows, split_rows.nbytes(), size).shards)
+    for _ in pool.map_ordered(_write_shard, [(split_rows, output, size, index) for index in range(shards)]):
+        pass
+    write_split_descriptions(split_rows, output, size, split)
+
+
+def _write_shard(arguments: tuple[SplitRows, Path, int, int]) -> Path:
+    return write_split(*arguments)
 
 
 # ---- summary and metadata --------------------------------------------------------------------
 
 
-def _length_histogram(lengths: np.ndarray, max_seq_length: int) -> dict[str, int]:
-    edges = sorted({0, *[max_seq_length * k // 8 for k in range(1, 8)], max_seq_length})
-    histogram = {}
-    for low, high in zip(edges[:-1], edges[1:]):
-        histogram[f"{low + 1}-{high}"] = int(((lengths > low) & (lengths <= high)).sum())
-    return histogram
-
-
-def _summarize(config: PrepareConfig, output: Path, documents, train_docs, eval_docs,  # noqa: ANN001
-               pairs: dict[str, Any], seconds: float, workers: int, stats: CorpusStats) -> PrepareSummary:
-    lengths = np.concatenate([np.asarray(_list_lengths(p.data.column("input_ids"))) for p in pairs.values()])
-    labels = np.concatenate([np.asarray(p.data.column("next_sentence_label").to_numpy()) for p in pairs.values()])
-    sentence_lengths = _list_lengths(documents.data.column("sentences"))
+def _summarize(config: PrepareConfig, output: Path, counts: _DocumentCounts, splits: dict[str, int],
+               written: dict[str, SplitRows], seconds: float, workers: int, stats: CorpusStats) -> PrepareSummary:
+    documents = splits["train"] + splits["eval"]
+    pairs = _PairCounts.of(written.values(), config.max_seq_length)
     summary = PrepareSummary(
-        output=str(output), documents=len(documents), sentences=int(np.sum(sentence_lengths)),
-        train_documents=len(train_docs), eval_documents=len(eval_docs) if eval_docs is not None else 0,
-        train_pairs=len(pairs["train"]), eval_pairs=len(pairs["eval"]) if "eval" in pairs else 0,
-        tokens=int(lengths.sum()), is_next_ratio=float((labels == 0).mean()) if len(labels) else 0.0,
-        length_histogram=_length_histogram(lengths, config.max_seq_length),
-        padding_fraction=float(1 - lengths.sum() / (len(lengths) * config.max_seq_length)) if len(lengths) else 0.0,
+        output=str(output), documents=documents, sentences=counts.sentences,
+        train_documents=splits["train"], eval_documents=splits["eval"],
+        train_pairs=written["train"].rows, eval_pairs=written["eval"].rows if "eval" in written else 0,
+        tokens=pairs.tokens, is_next_ratio=pairs.is_next / pairs.rows if pairs.rows else 0.0,
+        length_histogram=pairs.histogram,
+        padding_fraction=float(1 - pairs.tokens / (pairs.rows * config.max_seq_length)) if pairs.rows else 0.0,
         max_seq_length=config.max_seq_length, seconds=seconds, workers=workers,
         replaced_lines=stats.replaced_lines, duplicate_lines=stats.duplicate_lines,
-        single_sentence_documents=float(np.mean(sentence_lengths == 1)) if len(sentence_lengths) else 0.0,
-        layouts=dict(stats.layouts))
+        single_sentence_documents=counts.single_sentence / documents if documents else 0.0,
+        layouts=dict(stats.layouts), corpus_tokens=counts.tokens)
     summary.warnings = _warnings(summary)
     return summary
+
+
+@dataclass
+class _PairCounts:
+    """Pairs, their tokens, IsNext ones and the length histogram, summed a block of pairs at a time."""
+
+    rows: int
+    tokens: int
+    is_next: int
+    histogram: dict[str, int]
+
+    @classmethod
+    def of(cls, splits: Iterable[SplitRows], max_seq_length: int, block: int = 2**22) -> "_PairCounts":
+        edges = sorted({0, *[max_seq_length * k // 8 for k in range(1, 8)], max_seq_length})
+        totals = cls(0, 0, 0, {f"{low + 1}-{high}": 0 for low, high in zip(edges[:-1], edges[1:])})
+        for split_rows in splits:
+            for first in range(0, split_rows.rows, block):
+                count = min(block, split_rows.rows - first)
+                lengths = np.fromfile(split_rows.directory / pair_rows.LENGTHS, np.int32, count, offset=first * 4)
+                labels = np.fromfile(split_rows.directory / pair_rows.LABELS, np.int8, count, offset=first)
+                totals.rows += count
+                totals.tokens += int(lengths.sum(dtype=np.int64))
+                totals.is_next += int((labels == 0).sum())
+                for (low, high), bucket in zip(zip(edges[:-1], edges[1:]), totals.histogram):
+                    totals.histogram[bucket] += int(((lengths > low) & (lengths <= high)).sum())
+        return totals
 
 
 SINGLE_SENTENCE_WARNING = 0.5
@@ -440,23 +409,6 @@ def _warnings(summary: PrepareSummary) -> list[str]:
         warnings.append(f"{summary.padding_fraction:.0%} of every batch would be padding: documents look cut short; "
                         f"{_FIX_BOUNDARIES}, or lower --max-seq-length")
     return warnings
-
-
-def _pairable_documents(documents) -> int:  # noqa: ANN001 - datasets.Dataset
-    """How many documents have the two sentences a pair needs."""
-    return int((_list_lengths(documents.data.column("sentences")) >= 2).sum())
-
-
-def _refuse_if_no_pairs(config: PrepareConfig, documents) -> None:  # noqa: ANN001 - datasets.Dataset
-    if not _pairable_documents(documents):
-        raise BertpreError(f"{', '.join(config.inputs)}: no next-sentence pairs: each of the {len(documents):,} "
-                           f"training documents is a single sentence; {_FIX_BOUNDARIES}")
-
-
-def _list_lengths(column) -> np.ndarray:  # noqa: ANN001 - a pyarrow (chunked) list array
-    import pyarrow.compute as pc
-
-    return pc.list_value_length(column).to_numpy(zero_copy_only=False)
 
 
 def _write_metadata(directory: Path, config: PrepareConfig, tokenizer_info: TokenizerInfo,

@@ -13,8 +13,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
-import torch
-
 from bertpre.readers.corpus import load_hub_dataset, parse_json_line, refuse_gzipped_parquet
 from bertpre.core.errors import BertpreError
 
@@ -213,8 +211,10 @@ def as_floats(data: LabelledData, source: str, column: str) -> list[float]:
     return floats
 
 
-class EncodedRows(torch.utils.data.Dataset):
-    """Tokenized texts (and pairs) with optional label ids, one dict per row for :func:`pad_examples`."""
+class EncodedRows:
+    """Tokenized texts (and pairs) with optional label ids, one dict per row for :func:`pad_examples`: a
+    map-style dataset a torch ``DataLoader`` reads (no torch import here: reading tables, for decontamination
+    too, needs none)."""
 
     def __init__(self, tokenizer: Any, data: LabelledData, max_length: int, label_ids: Optional[list[Any]]) -> None:
         # token types asked for: a tokenizer saved beside a ModernBERT leaves them out by default

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
-from bertpre.training.checkpoint import RUN_CONFIG_FILE, list_checkpoints
+from bertpre.training.run_directory import RUN_CONFIG_FILE, list_checkpoints
 from bertpre.core.errors import BertpreError
 from bertpre.core.metrics_log import METRICS_FILE, read_metrics
 

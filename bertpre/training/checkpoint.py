@@ -10,15 +10,12 @@ looks the same however the run was parallelised.
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 import os
 import random
-import re
 import shutil
 import warnings
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -34,84 +31,17 @@ from bertpre.training.sharding import (without_compile, full_model_state_dict, f
                               load_full_model_state_dict, load_full_optimizer_state_dict, local_part,
                               reshard, state_dict_names, uses_fsdp)
 
+from bertpre.training.run_directory import (  # noqa: F401 - the run directory's layout, used from here too
+    CHECKPOINT_PATTERN, CHECKPOINTS_DIR, MANIFEST_FILE, MODEL_CONFIG_FILE, OPTIMIZER_FILE, RUN_CONFIG_FILE, SCALER_FILE,
+    SCHEDULER_FILE, STATE_FILE, WEIGHTS_FILE, TrainerState, checkpoint_name, is_complete, list_checkpoints,
+    read_trainer_state, resolve_checkpoint)
+
 if TYPE_CHECKING:
     from bertpre.core.configs import PretrainConfig
-
-CHECKPOINTS_DIR = "checkpoints"
-CHECKPOINT_PATTERN = re.compile(r"^step-(\d{8})$")
-RUN_CONFIG_FILE = "pretrain.yaml"
-STATE_FILE = "trainer_state.json"
-WEIGHTS_FILE = "model.safetensors"
-MODEL_CONFIG_FILE = "config.json"
-OPTIMIZER_FILE = "optimizer.pt"
-SCHEDULER_FILE = "scheduler.pt"
-SCALER_FILE = "scaler.pt"
-MANIFEST_FILE = "manifest.json"  # size and hash of every other file; written just before the state file
-
-
-def checkpoint_name(step: int) -> str:
-    """The directory name of the checkpoint at ``step``."""
-    return f"step-{step:08d}"
 
 
 def _rank_file(stem: str, rank: int) -> str:
     return f"{stem}-rank{rank}.pt"
-
-
-@dataclass
-class TrainerState:
-    """Counters that make a resumed run continue exactly where the saved one stopped."""
-
-    step: int = 0
-    tokens_seen: int = 0
-    sequences_seen: int = 0
-    skipped_steps: int = 0
-    consecutive_nonfinite: int = 0
-    elapsed_seconds: float = 0.0
-    last_eval: dict[str, float] = field(default_factory=dict)
-    # held-out MLM accuracy threshold → when it was first reached: step, tokens_seen, elapsed_seconds
-    milestones: dict[str, dict[str, float]] = field(default_factory=dict)
-    rank_checksums: list[float] = field(default_factory=list)
-    # fingerprint of the vocabulary the training data was prepared with ("" in checkpoints before it was kept)
-    vocab_sha256: str = ""
-
-
-def read_trainer_state(checkpoint: Path) -> TrainerState:
-    """The counters saved in a checkpoint (keys of another bertpre version's state are left out)."""
-    saved = json.loads((checkpoint / STATE_FILE).read_text(encoding="utf-8"))
-    known = {f.name for f in dataclasses.fields(TrainerState)}
-    return TrainerState(**{key: value for key, value in saved.items() if key in known})
-
-
-def is_complete(checkpoint: Path) -> bool:
-    """Whether a directory is a complete checkpoint (its state file is written last)."""
-    return (checkpoint / STATE_FILE).exists()
-
-
-def list_checkpoints(output: str | Path) -> list[Path]:
-    """Complete checkpoints of a run, oldest first."""
-    directory = Path(output) / CHECKPOINTS_DIR
-    if not directory.is_dir():
-        return []
-    found = [p for p in directory.iterdir() if p.is_dir() and CHECKPOINT_PATTERN.match(p.name) and is_complete(p)]
-    return sorted(found, key=lambda p: p.name)
-
-
-def resolve_checkpoint(path: str | Path, step: str = "latest") -> Path:
-    """A checkpoint directory from a run directory (``latest`` or a step) or a checkpoint itself."""
-    path = Path(path)
-    if is_complete(path):
-        return path
-    checkpoints = list_checkpoints(path)
-    if not checkpoints:
-        raise BertpreError(f"{path}: no complete checkpoint (expected {path}/{CHECKPOINTS_DIR}/step-NNNNNNNN)")
-    if step == "latest":
-        return checkpoints[-1]
-    wanted = [c for c in checkpoints if int(c.name[5:]) == int(step)]
-    if not wanted:
-        steps = ", ".join(str(int(c.name[5:])) for c in checkpoints)
-        raise BertpreError(f"{path}: no checkpoint at step {step} (available: {steps})")
-    return wanted[0]
 
 
 def read_checkpoint_weights(checkpoint: Path) -> dict[str, torch.Tensor]:
