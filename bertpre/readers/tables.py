@@ -16,6 +16,7 @@ from typing import Any, Optional, Sequence
 import torch
 
 from bertpre.readers.corpus import load_hub_dataset, parse_json_line, refuse_gzipped_parquet
+from bertpre.readers.input_paths import check_input_file
 from bertpre.core.errors import BertpreError
 
 csv.field_size_limit(min(sys.maxsize, 2**31 - 1))
@@ -38,8 +39,7 @@ def read_table(path: str, column_names: Sequence[str] = ()) -> TableRows:
     if path.startswith("hf:"):
         return TableRows(_read_hub_table(path))
     file = Path(path)
-    if not file.is_file():
-        raise BertpreError(f"{path}: no such file")
+    check_input_file(path)  # a pipe, a device, a dangling link or a directory is named as what it is
     name = file.name[:-3] if file.name.endswith(".gz") else file.name
     suffix = Path(name).suffix.lower()
     if suffix == ".parquet":
