@@ -17,10 +17,10 @@ from transformers import BertConfig
 
 from bertpre.core.errors import BertpreError
 from bertpre.model.hf_format import HEAD_PREFIXES, TIED_KEY, from_hf_state_dict, to_hf_state_dict
-from bertpre.core.io import atomic_directory, check_writable_output
+from bertpre.core.io import atomic_directory, check_writable_output, disk_errors_named
 from bertpre.model.bert import BertForPreTraining, BertForSequenceClassification
 from bertpre.core.resolve import model_directory
-from bertpre.tokenizer.files import copy_tokenizer_files, directory_vocabulary_digest
+from bertpre.tokenizer.files import copy_tokenizer_files, directory_vocabulary_digest, refuse_remote_code
 
 WEIGHTS_FILE = "model.safetensors"
 
@@ -37,12 +37,12 @@ def export_model(model: nn.Module, output: str | Path, tokenizer_dir: str | Path
     a half-written export.
     """
     output = Path(output)
-    check_writable_output(output, overwrite)
+    check_writable_output(output, overwrite, kind="model")
     config: BertConfig = model.config
     if tokenizer_dir is not None:
         check_tokenizer_matches(config, Path(tokenizer_dir))
         _check_same_vocabulary(Path(tokenizer_dir), trained_vocabulary)
-    with atomic_directory(output, overwrite=overwrite) as staging:
+    with disk_errors_named(output), atomic_directory(output, overwrite=overwrite) as staging:
         architecture = ("BertForSequenceClassification" if isinstance(model, BertForSequenceClassification)
                         else "BertForPreTraining" if model.nsp is not None else "BertForMaskedLM")
         hf_config = BertConfig.from_dict({**config.to_dict(), "architectures": [architecture]})
@@ -116,6 +116,7 @@ def read_bert_config(directory: str | Path, **overrides: object) -> BertConfig:
         raise BertpreError(f"{path}: not valid JSON{where}; the file is damaged or was edited by hand") from None
     if not isinstance(data, dict):
         raise BertpreError(f"{path}: not a model configuration (a JSON object is expected)")
+    refuse_remote_code(directory)
     if data.get("model_type") != "bert":
         raise BertpreError(f"{path}: model_type is {data.get('model_type')!r}, not 'bert'; bertpre loads BERT models only")
     if data.get("position_embedding_type", "absolute") != "absolute":
