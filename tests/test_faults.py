@@ -469,5 +469,5 @@ def test_a_full_disk_is_one_line_and_leaves_no_half_written_output(tmp_path: Pat
 
     monkeypatch.setattr(tokenizer_module, "save_tokenizer_files", disk_full)
     refused(capsys, "tokenizer", "train", "--inputs", str(english_articles()), "--vocab-size", "300",
-            "--output", str(tmp_path / "tok"), match="No space left on device (the disk is full")
+            "--output", str(tmp_path / "tok"), match="No space left on device (ENOSPC); the disk is full")
     assert not (tmp_path / "tok").exists() and not list(tmp_path.glob(".tok.*"))

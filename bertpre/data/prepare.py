@@ -30,7 +30,8 @@ from bertpre.readers.corpus import CorpusStats, read_documents, resolve_inputs, 
 from bertpre.data.dataset import token_id_type
 from bertpre.data.metadata import CONFIG_FILE, TOKENIZER_DIR, ShardMetadata, TokenizerInfo
 from bertpre.core.errors import BertpreError
-from bertpre.core.io import atomic_directory, check_writable_output
+from bertpre.core.io import atomic_directory, check_apart_from_inputs, check_writable_output, disk_errors_named
+from bertpre.core.locking import output_lock
 from bertpre.data.pairs import create_next_sentence_pairs, document_rng, pair_to_features
 from bertpre.core.resolve import tokenizer_directory
 from bertpre.core.seeding import stable_hash64
@@ -108,20 +109,27 @@ def prepare_pretraining_data(config: PrepareConfig, show_progress: bool = True) 
     """Turn ``config.inputs`` into train/eval next-sentence pairs saved under ``config.output``.
 
     The result is written to a temporary sibling directory and renamed into place at the end, so a
-    failed or interrupted run never leaves a partial dataset where a complete one is expected.
+    failed or interrupted run never leaves a partial dataset where a complete one is expected; the
+    output is locked meanwhile (one writer).
     """
+    with output_lock(config.output):
+        return _prepare(config, show_progress)
+
+
+def _prepare(config: PrepareConfig, show_progress: bool) -> PrepareSummary:
     import datasets
 
     started = time.perf_counter()
     output = Path(config.output)
-    check_writable_output(output, config.overwrite)
     config = dataclasses.replace(config, tokenizer=str(tokenizer_directory(config.tokenizer)))
-    tokenizer_info = _check_tokenizer(config)
     sources = _sources_of_this_shard(config)
+    check_apart_from_inputs(output, {"--inputs": [*config.inputs, *sources], "--tokenizer": [config.tokenizer]})
+    check_writable_output(output, config.overwrite, kind="prepared dataset")
+    tokenizer_info = _check_tokenizer(config)
     workers = config.num_workers or os.cpu_count() or 1
     if not show_progress:
         datasets.disable_progress_bars()
-    with atomic_directory(output, overwrite=config.overwrite) as staging:
+    with disk_errors_named(output), atomic_directory(output, overwrite=config.overwrite) as staging:
         stats = CorpusStats()
         documents = _tokenized_documents(config, sources, staging, workers, stats, tokenizer_info.vocab_size)
         train_docs, eval_docs = _split_documents(documents, config.eval_fraction, staging)

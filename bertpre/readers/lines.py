@@ -45,6 +45,7 @@ def decoded_lines(path: str, errors: str, stats: Optional[object] = None, ending
     with _open_binary(path) as handle:
         for number, (raw, offset) in enumerate(_raw_lines(_chunks(handle, path), pattern, path), start=1):
             if number == 1:
+                refuse_other_unicode(path, raw[:4])
                 if b"\x00" in raw[:8192]:
                     raise BertpreError(f"{path}: looks like a binary file (NUL bytes), not text")
                 if raw.startswith(b"\xef\xbb\xbf"):
@@ -60,6 +61,19 @@ def decoded_lines(path: str, errors: str, stats: Optional[object] = None, ending
                 if stats is not None:
                     stats.replaced_lines += 1  # type: ignore[attr-defined]
             yield line.replace("\r", "") if endings == "jsonl" else line
+
+
+_OTHER_UNICODE = ((b"\x00\x00\xfe\xff", "UTF-32"), (b"\xff\xfe\x00\x00", "UTF-32"), (b"\xfe\xff", "UTF-16"),
+                  (b"\xff\xfe", "UTF-16"))
+
+
+def refuse_other_unicode(path: str, start: bytes) -> None:
+    """A file that starts with a UTF-16 or UTF-32 byte-order mark is said to be one (not "binary", not "invalid
+    UTF-8 at byte 0"), with the command that converts it."""
+    encoding = next((name for mark, name in _OTHER_UNICODE if start.startswith(mark)), None)
+    if encoding:
+        raise BertpreError(f"{path}: {encoding} text (it starts with a {encoding} byte-order mark); bertpre reads "
+                           f"UTF-8: convert it with `iconv -f {encoding} -t UTF-8`")
 
 
 def _open_binary(path: str) -> IO[bytes]:

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bertpre.training.accelerator import process_state
+from bertpre.training.accelerator import locked_output, process_state
 from bertpre.core.configs import FinetuneConfig
 from bertpre.tasks.finetune import FinetuneSummary, finetune
 from bertpre.core.io import write_text_atomically
@@ -69,6 +69,11 @@ class ComparisonSummary:
 
 def compare_finetunes(config: FinetuneConfig, show_progress: bool = True) -> ComparisonSummary:
     """Fine-tune once per seed (and init, with ``compare_random_init``); save and return the comparison."""
+    with locked_output(config.output, config.cpu):
+        return _compare(config, show_progress)
+
+
+def _compare(config: FinetuneConfig, show_progress: bool) -> ComparisonSummary:
     inits = ["pretrained", "random"] if config.compare_random_init else [config.init]
     seeds = list(config.seeds) or [config.seed]
     summary: ComparisonSummary | None = None
