@@ -192,3 +192,13 @@ def test_a_tokenizer_json_swapped_inside_the_data_is_refused(wiki64_with_eval: P
     (data / "tokenizer" / "tokenizer.json").write_text(json.dumps(spec), encoding="utf-8")
     with pytest.raises(BertpreError, match="the vocabulary of its tokenizer.json differs"):
         preflight(config_for(data, tmp_path / "run"))
+
+
+def test_a_pinned_schedule_keeps_its_length_however_it_is_spelled(wiki64_with_eval: Path, tmp_path: Path) -> None:
+    """A run done in chunks (`--max-steps 4 --schedule-steps 8`) resumes to its end with `--max-steps 8` alone,
+    but not with another schedule length."""
+    run = pretrain_tiny(wiki64_with_eval, tmp_path / "run", max_steps="4", schedule_steps="8", global_batch_size="8",
+                        per_device_batch_size="8", report_to="none")
+    assert preflight(config_for(wiki64_with_eval, run, max_steps="8")).resume_from is not None
+    with pytest.raises(BertpreError, match="schedule length 8 → 12"):
+        preflight(config_for(wiki64_with_eval, run, max_steps="6", schedule_steps="12"))

@@ -175,8 +175,9 @@ MAY_CHANGE_ON_RESUME = frozenset({
     "batches.num_workers", "runtime.compile", "runtime.unpad_inputs", "runtime.max_nonfinite_steps", "runtime.cpu",
 })
 # Compared on their own: the data by its fingerprint (not its path), the model by the shape it trains, the
-# starting weights by where they resolved to, the precision as the launcher and the device settle it.
-_COMPARED_APART = frozenset({"data", "model", "init_from", "runtime.mixed_precision"})
+# starting weights by where they resolved to, the precision as the launcher and the device settle it, a
+# pinned schedule by its length (however it is spelled).
+_COMPARED_APART = frozenset({"data", "model", "init_from", "runtime.mixed_precision", "schedule.schedule_steps"})
 
 
 def refuse_resuming_into_another_run(config: PretrainConfig, checkpoint: Path, bert: Any, metadata: DataMetadata,
@@ -190,6 +191,7 @@ def refuse_resuming_into_another_run(config: PretrainConfig, checkpoint: Path, b
     changes = [f"{key.split('.')[-1]} {theirs.get(key)} → {ours.get(key)}" for key in sorted(ours.keys() | theirs.keys())
                if key not in MAY_CHANGE_ON_RESUME and key not in _COMPARED_APART and ours.get(key) != theirs.get(key)]
     changes += _other_starting_weights(saved, config) + _other_precision(saved, config)
+    changes += _other_schedule_length(saved, config)
     changes += _other_data(saved, config, state.data_fingerprint, metadata)
     changes += _other_model(checkpoint, bert)
     saved_processes = len(state.rank_checksums)
@@ -216,6 +218,16 @@ def _flat_options(config: PretrainConfig) -> dict[str, Any]:
 def _other_starting_weights(saved: PretrainConfig, config: PretrainConfig) -> list[str]:
     resolved = [os.path.realpath(path) if path else None for path in (saved.init_from, config.init_from)]
     return [] if resolved[0] == resolved[1] else [f"init_from {saved.init_from} → {config.init_from}"]
+
+
+def _other_schedule_length(saved: PretrainConfig, config: PretrainConfig) -> list[str]:
+    """A run whose schedule length was pinned (``schedule_steps``, to be done in chunks) keeps that length, whether
+    written as ``schedule_steps`` or as a ``max_steps`` equal to it; a run without it follows ``max_steps``,
+    which may grow."""
+    if saved.schedule.schedule_steps is None and config.schedule.schedule_steps is None:
+        return []
+    lengths = [run.schedule.schedule_steps or run.schedule.max_steps for run in (saved, config)]
+    return [] if lengths[0] == lengths[1] else [f"schedule length {lengths[0]} → {lengths[1]}"]
 
 
 def _other_precision(saved: PretrainConfig, config: PretrainConfig) -> list[str]:
