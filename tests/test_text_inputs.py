@@ -82,6 +82,22 @@ def test_pairs_of_a_sentence_of_any_length_take_linear_time() -> None:
     assert growth(pairs, 50000) < LINEAR
 
 
+@pytest.mark.parametrize("unit", ["x", "word ", "ab-"])
+def test_what_tokenizer_training_does_to_a_line_is_linear(unit: str) -> None:
+    """Before the trainer sees a paragraph, words longer than WordPiece reads are blanked and characters counted."""
+    from bertpre.core.configs import TokenizerConfig
+    from bertpre.readers.corpus import Document
+    from bertpre.tokenizer.train import _count_alphabet, _without_overlong_words, build_wordpiece_tokenizer
+
+    tokenizer = build_wordpiece_tokenizer(TokenizerConfig(inputs=["x"]))
+
+    def prepare(size: int) -> None:
+        documents = list(_without_overlong_words([Document("d", [unit * size])]))
+        _count_alphabet(tokenizer, documents, 100)
+
+    assert growth(prepare, 20000) < LINEAR
+
+
 def test_reading_a_line_of_any_length_or_any_run_of_line_endings_is_linear(tmp_path: Path,
                                                                           monkeypatch: pytest.MonkeyPatch) -> None:
     import bertpre.readers.lines as lines
