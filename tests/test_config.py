@@ -132,3 +132,32 @@ def test_a_config_that_is_not_utf8_is_one_line(tmp_path: Path) -> None:
     config.write_bytes("output: runs/caf\xe9\n".encode("latin-1"))
     with pytest.raises(ConfigError, match="latin1.yaml: not UTF-8 .*save the config as UTF-8"):
         load_config(PretrainConfig, config)
+
+
+@pytest.mark.parametrize("text, key, lines", [
+    ("vocab_size: 8000\noutput: runs/tok\nvocab_size: 300\n", "vocab_size", (1, 3)),
+    ("model:\n  hidden_size: 64\n  num_hidden_layers: 2\n  hidden_size: 32\nmax_steps: 4\n", "hidden_size", (2, 4)),
+    ("{max_steps: 4, seed: 1, seed: 2}\n", "seed", (1, 1)),
+])
+def test_a_key_given_twice_is_refused_naming_the_key_and_both_lines(tmp_path: Path, text: str, key: str,
+                                                                    lines: tuple[int, int]) -> None:
+    path = tmp_path / "twice.yaml"
+    path.write_text(text)
+    cls = TokenizerConfig if "vocab_size" in text else PretrainConfig
+    with pytest.raises(ConfigError, match=f"key '{key}' given twice, on lines {lines[0]} and {lines[1]}"):
+        load_config(cls, path)
+
+
+def test_a_merge_key_override_is_not_a_duplicate_and_python_tags_never_run(tmp_path: Path) -> None:
+    merged = tmp_path / "merged.yaml"
+    merged.write_text("base: &base {hidden_size: 64, num_hidden_layers: 2, num_attention_heads: 2, "
+                      "intermediate_size: 256}\nmodel:\n  <<: *base\n  hidden_size: 32\n")
+    from bertpre.core.config import read_yaml
+
+    assert read_yaml(merged)["model"]["hidden_size"] == 32  # YAML's own override, as written
+    marker = tmp_path / "ran"
+    hostile = tmp_path / "hostile.yaml"
+    hostile.write_text(f'max_steps: !!python/object/apply:os.system ["touch {marker}"]\n')
+    with pytest.raises(ConfigError, match="could not determine a constructor"):
+        load_config(PretrainConfig, hostile)
+    assert not marker.exists()

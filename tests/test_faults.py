@@ -311,9 +311,9 @@ def test_damaged_inputs_of_every_kind_are_one_line(exported: Path, tmp_path: Pat
 
 def test_a_line_too_long_to_read_is_refused_before_it_is_read_whole(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                                      capsys: pytest.CaptureFixture) -> None:
-    import bertpre.readers.corpus as corpus
+    import bertpre.readers.lines as lines
 
-    monkeypatch.setattr(corpus, "MAX_LINE_BYTES", 4096)  # 256 MiB in earnest
+    monkeypatch.setattr(lines, "MAX_LINE_BYTES", 4096)  # 256 MiB in earnest
     one_line = tmp_path / "export.json"  # a JSON array of every record on one line
     one_line.write_text(json.dumps([{"text": f"record {i} of the corpus."} for i in range(400)]))
     refused(capsys, "tokenizer", "train", "--inputs", str(one_line), "--vocab-size", "300", "--output",
@@ -469,5 +469,5 @@ def test_a_full_disk_is_one_line_and_leaves_no_half_written_output(tmp_path: Pat
 
     monkeypatch.setattr(tokenizer_module, "save_tokenizer_files", disk_full)
     refused(capsys, "tokenizer", "train", "--inputs", str(english_articles()), "--vocab-size", "300",
-            "--output", str(tmp_path / "tok"), match="No space left on device (the disk is full")
+            "--output", str(tmp_path / "tok"), match="No space left on device (ENOSPC); the disk is full")
     assert not (tmp_path / "tok").exists() and not list(tmp_path.glob(".tok.*"))

@@ -152,9 +152,13 @@ def test_predict_refuses_to_replace_its_input_a_directory_or_an_existing_file(
     existing = tmp_path / "old.jsonl"
     existing.write_text("keep me\n")
     refused(capsys, *predict, "--output", str(existing), match="exists; choose another --output or pass --overwrite")
+    refused(capsys, *predict, "--output", str(existing), "--overwrite", "true",  # not a file predict wrote
+            match="exists and is not a file of predictions")
     assert table.read_text() == before and existing.read_text() == "keep me\n"
-    assert main([*predict, "--output", str(existing), "--overwrite", "true"]) == 0
-    assert len(existing.read_text().splitlines()) == len(before.splitlines())
+    earlier = tmp_path / "earlier.jsonl"
+    assert main([*predict, "--output", str(earlier)]) == 0
+    assert main([*predict, "--output", str(earlier), "--overwrite", "true"]) == 0  # its own earlier output
+    assert len(earlier.read_text().splitlines()) == len(before.splitlines())
     refused(capsys, *predict, "--output", str(tmp_path / "p.jsonl"), "--batch-size", "0", match="batch_size: must be")
 
 

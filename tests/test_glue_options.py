@@ -266,7 +266,7 @@ def test_only_the_main_process_writes_or_removes_in_the_output(tiny: tuple[Path,
     stale.write_text("from an earlier run")
     before = {name: (output / name).read_text() for name in ("glue.yaml", glue.RESULTS_FILE)}
     waits: list[str] = []
-    other_rank = SimpleNamespace(is_main_process=False, wait_for_everyone=lambda: waits.append("wait"))
+    other_rank = SimpleNamespace(is_main_process=False, num_processes=2, wait_for_everyone=lambda: waits.append("wait"))
     monkeypatch.setattr(accelerate, "PartialState", lambda cpu=False: other_rank)  # as rank 1 of a launch sees it
     run_glue(glue_config(tiny, output, overwrite=True, epochs=2), show_progress=False)
     assert stale.exists() and waits

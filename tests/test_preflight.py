@@ -127,3 +127,78 @@ def test_shards_of_other_lengths_do_not_read_as_one_dataset(wiki64_with_eval: Pa
         (tmp_path / name / METADATA_FILE).write_text(json.dumps(record), encoding="utf-8")
     with pytest.raises(BertpreError, match="max_seq_length 128 differs from 64"):
         read_data_metadata(tmp_path)
+
+
+# ---- resuming continues one run: what may change, what may not ------------------------------------
+
+
+@pytest.mark.parametrize("options, change", [
+    ({"global_batch_size": "16", "per_device_batch_size": "8"}, "global_batch_size 8 → 16"),
+    ({"per_device_batch_size": "4"}, "per_device_batch_size 8 → 4"),
+    ({"seed": "7"}, "seed 42 → 7"),
+    ({"objective": "mlm"}, "objective mlm_nsp → mlm"),
+    ({"mlm_probability": "0.3"}, "mlm_probability 0.15 → 0.3"),
+    ({"whole_word_mask": "true"}, "whole_word_mask False → True"),
+    ({"learning_rate": "1e-3"}, "learning_rate 0.0001 → 0.001"),
+    ({"warmup_steps": "5"}, "warmup_steps 10000 → 5"),
+    ({"model.hidden_dropout_prob": "0.0"}, "model.hidden_dropout_prob 0.1 → 0.0"),
+    ({"mixed_precision": "bf16"}, "mixed_precision no → bf16"),
+    ({"embedding_init": "cooccurrence"}, "embedding_init random → cooccurrence"),
+])
+def test_resume_refuses_a_change_that_makes_another_experiment_naming_both_values(
+        wiki64_with_eval: Path, earlier_run: Path, options: dict[str, str], change: str) -> None:
+    with pytest.raises(BertpreError, match="resume: .* was saved by another run") as refusal:
+        preflight(config_for(wiki64_with_eval, earlier_run, max_steps="6", **options))
+    assert change in str(refusal.value) and "--init-from" in str(refusal.value)
+
+
+def test_resume_tells_data_by_its_fingerprint_not_its_path(wiki64_with_eval: Path, earlier_run: Path,
+                                                          tmp_path: Path) -> None:
+    moved = Path(shutil.copytree(wiki64_with_eval, tmp_path / "moved"))  # the same data elsewhere: fine
+    assert preflight(config_for(moved, earlier_run, max_steps="6")).resume_from is not None
+    other = tmp_path / "other"  # other pairs of the same corpus and tokenizer
+    from .conftest import prepare_wiki64
+
+    prepare_wiki64(other, eval_fraction=0.2, seed=7)
+    with pytest.raises(BertpreError, match=r"data .* \(fingerprint \w+\) → .*other \(fingerprint \w+, [\d,]+ training "
+                                           r"pairs\)"):
+        preflight(config_for(other, earlier_run, max_steps="6"))
+
+
+@pytest.mark.parametrize("options", [
+    {"max_steps": "8"}, {"max_tokens": "100000"}, {"max_minutes": "5"}, {"log_every": "3"}, {"eval_every": "2"},
+    {"eval_batches": "1"}, {"checkpoint_every": "2"}, {"keep_checkpoints": "5"}, {"num_workers": "1"},
+    {"eval_mlm_probability": "0.2"}, {"unpad_inputs": "true"}, {"max_nonfinite_steps": "3"},
+])
+def test_resume_allows_what_is_meant_to_change(wiki64_with_eval: Path, earlier_run: Path,
+                                              options: dict[str, str]) -> None:
+    assert preflight(config_for(wiki64_with_eval, earlier_run, **{"max_steps": "6", **options})).resume_from
+
+
+def test_every_option_is_either_allowed_to_change_on_resume_or_compared() -> None:
+    """A new option is refused on resume until someone decides, here, that it may change."""
+    from bertpre.training.preflight import _COMPARED_APART, MAY_CHANGE_ON_RESUME, _flat_options
+
+    options = set(_flat_options(config_for(Path("data"), Path("run"))))
+    assert (MAY_CHANGE_ON_RESUME | _COMPARED_APART) - options == set()  # no stale names in the lists
+
+
+def test_a_tokenizer_json_swapped_inside_the_data_is_refused(wiki64_with_eval: Path, tmp_path: Path) -> None:
+    """vocab.txt intact, tokenizer.json (what the fast tokenizer reads) of another vocabulary: caught too."""
+    data = Path(shutil.copytree(wiki64_with_eval, tmp_path / "data"))
+    spec = json.loads((data / "tokenizer" / "tokenizer.json").read_text(encoding="utf-8"))
+    vocab = spec["model"]["vocab"]
+    vocab["the"], vocab["and"] = vocab["and"], vocab["the"]
+    (data / "tokenizer" / "tokenizer.json").write_text(json.dumps(spec), encoding="utf-8")
+    with pytest.raises(BertpreError, match="the vocabulary of its tokenizer.json differs"):
+        preflight(config_for(data, tmp_path / "run"))
+
+
+def test_a_pinned_schedule_keeps_its_length_however_it_is_spelled(wiki64_with_eval: Path, tmp_path: Path) -> None:
+    """A run done in chunks (`--max-steps 4 --schedule-steps 8`) resumes to its end with `--max-steps 8` alone,
+    but not with another schedule length."""
+    run = pretrain_tiny(wiki64_with_eval, tmp_path / "run", max_steps="4", schedule_steps="8", global_batch_size="8",
+                        per_device_batch_size="8", report_to="none")
+    assert preflight(config_for(wiki64_with_eval, run, max_steps="8")).resume_from is not None
+    with pytest.raises(BertpreError, match="schedule length 8 → 12"):
+        preflight(config_for(wiki64_with_eval, run, max_steps="6", schedule_steps="12"))

@@ -109,7 +109,7 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     if not path.is_file():
         raise ConfigError(f"{path}: config file not found")
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        data = yaml.load(path.read_text(encoding="utf-8"), Loader=UniqueKeyLoader)  # noqa: S506 - a safe loader
     except UnicodeDecodeError as error:
         raise ConfigError(f"{path}: not UTF-8 (byte {error.start}); save the config as UTF-8") from None
     except yaml.YAMLError as error:
@@ -121,6 +121,29 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping of keys to values, got {type(data).__name__}")
     return data
+
+
+class UniqueKeyLoader(yaml.SafeLoader):
+    """YAML's safe loader (plain data, never Python objects) that refuses a key given twice in one mapping:
+    PyYAML would keep the last value silently, and YAML itself says keys are unique."""
+
+
+def _construct_mapping_once(loader: UniqueKeyLoader, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+    lines: dict[Any, int] = {}
+    for key_node, _ in node.value:
+        if key_node.tag == "tag:yaml.org,2002:merge":  # `<<: *defaults` then a key of one's own: an override
+            continue
+        key = loader.construct_object(key_node, deep=True)
+        line = key_node.start_mark.line + 1
+        if isinstance(key, typing.Hashable) and key in lines:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"key '{key}' given twice, on lines {lines[key]} and {line}; keep one", key_node.start_mark)
+        if isinstance(key, typing.Hashable):
+            lines[key] = line
+    return yaml.SafeLoader.construct_mapping(loader, node, deep)
+
+
+UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping_once)
 
 
 def config_from_dict(cls: type[C], data: dict[str, Any], prefix: str = "") -> C:

@@ -28,6 +28,16 @@ def _require_positive(config: Any, *names: str) -> None:
             raise ConfigError(f"{name}: must be positive, got {getattr(config, name)}")
 
 
+SEED_LIMIT = 2**63
+"""Seeds are 0 … 2^63 − 1: numpy takes no negative seed, torch none of 64 bits or more."""
+
+
+def _check_seeds(*seeds: int) -> None:
+    for seed in seeds:
+        if not 0 <= seed < SEED_LIMIT:
+            raise ConfigError(f"seed: {seed} is outside 0 … 2^63 − 1; use a non-negative seed such as 42")
+
+
 def _require_not_negative(config: Any, *names: str) -> None:
     for name in names:
         if not getattr(config, name) >= 0:
@@ -188,6 +198,7 @@ class PrepareConfig(CorpusConfig):
                 raise ConfigError(f"{name}: must be in [0, 1), got {getattr(self, name)}")
         if self.dupe_factor < 1:
             raise ConfigError("dupe_factor: must be at least 1")
+        _check_seeds(self.seed)
         if self.num_workers < 0:
             raise ConfigError("num_workers: must be 0 (all cores) or more")
         if self.shard is not None:
@@ -543,6 +554,7 @@ class PretrainConfig:
 
     def __post_init__(self) -> None:
         _require_positive(self, "embedding_window")
+        _check_seeds(self.seed)
         if self.init_from and self.embedding_init != "random":
             raise ConfigError(f"embedding_init: {self.embedding_init} would overwrite the embeddings that init_from "
                               f"{self.init_from} brings; use one or the other")
@@ -640,6 +652,7 @@ class FinetuneConfig:
 
     def __post_init__(self) -> None:
         _check_report_to(self)
+        _check_seeds(self.seed, *self.seeds)
         for name in ("max_seq_length", "per_device_batch_size", "gradient_accumulation_steps", "epochs"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name}: must be at least 1")

@@ -8,6 +8,7 @@ of several (``--shard i/N`` runs), which must agree on the tokenizer and the seq
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -87,6 +88,20 @@ class DataMetadata:
     def tokenizer_dir(self) -> Path:
         """The copy of the tokenizer inside the dataset (the first shard's)."""
         return self.shards[0].root / TOKENIZER_DIR
+
+
+# What `prepare` counted that says nothing of the data itself: where it was written, how fast, what was read.
+_NOT_IDENTITY = ("output", "seconds", "workers", "layouts", "warnings")
+
+
+def data_fingerprint(metadata: DataMetadata) -> str:
+    """What identifies a prepared dataset wherever it lies: each shard's tokenizer, length, shard and everything
+    `prepare` counted (documents, sentences, pairs, tokens, length histogram), in the order training reads them.
+    The same corpus prepared again with the same recipe gives the same fingerprint; a moved copy too."""
+    shards = [{"max_seq_length": shard.max_seq_length, "vocabulary": shard.tokenizer.vocab_sha256, "shard": shard.shard,
+               "summary": {k: v for k, v in shard.summary.items() if k not in _NOT_IDENTITY}}
+              for shard in metadata.shards]
+    return hashlib.sha256(json.dumps(shards, sort_keys=True).encode("utf-8")).hexdigest()[:16]
 
 
 def read_data_metadata(path: str | Path) -> DataMetadata:

@@ -31,7 +31,8 @@ import numpy as np
 from bertpre.core.config import save_config
 from bertpre.core.configs import PrepareConfig, file_size_in_bytes
 from bertpre.core.errors import BertpreError
-from bertpre.core.io import atomic_directory, check_writable_output
+from bertpre.core.io import atomic_directory, check_apart_from_inputs, check_writable_output, disk_errors_named
+from bertpre.core.locking import output_lock
 from bertpre.core.parallel import WorkerPool
 from bertpre.core.resolve import tokenizer_directory
 from bertpre.data import pair_files, pair_rows, tokenize_documents
@@ -117,18 +118,26 @@ def prepare_pretraining_data(config: PrepareConfig, show_progress: bool = True) 
     """Turn ``config.inputs`` into train/eval next-sentence pairs saved under ``config.output``.
 
     The result is written to a temporary sibling directory and renamed into place at the end, so a
-    failed or interrupted run never leaves a partial dataset where a complete one is expected.
+    failed or interrupted run never leaves a partial dataset where a complete one is expected; the
+    output is locked meanwhile (one writer).
     """
+    with output_lock(config.output):
+        return _prepare(config, show_progress)
+
+
+def _prepare(config: PrepareConfig, show_progress: bool) -> PrepareSummary:
     started = time.perf_counter()
     output = Path(config.output)
-    check_writable_output(output, config.overwrite)
     config = dataclasses.replace(config, tokenizer=str(tokenizer_directory(config.tokenizer)))
-    tokenizer, tokenizer_info = _check_tokenizer(config)
     sources = _sources_of_this_shard(config)
+    check_apart_from_inputs(output, {"--inputs": [*config.inputs, *sources], "--tokenizer": [config.tokenizer],
+                                     "--decontaminate": list(config.decontaminate)})
+    check_writable_output(output, config.overwrite, kind="prepared dataset")
+    tokenizer, tokenizer_info = _check_tokenizer(config)
     contamination = ContaminationFilter.from_files(config.decontaminate)  # read and checked before the corpus
     workers = config.num_workers or os.cpu_count() or 1
     id_type = token_id_type(tokenizer_info.vocab_size)
-    with atomic_directory(output, overwrite=config.overwrite) as staging:
+    with disk_errors_named(output), atomic_directory(output, overwrite=config.overwrite) as staging:
         scratch = staging / "scratch"
         store, stats = _tokenized_documents(config, sources, scratch, workers, tokenizer, id_type, show_progress,
                                             contamination)

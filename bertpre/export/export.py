@@ -18,20 +18,31 @@ from bertpre.core.errors import BertpreError
 from bertpre.model.hf_directory import export_model, read_model_config
 from bertpre.model.architectures import pretraining_model
 from bertpre.export.model_card import hub_dataset_id, pretraining_model_card
+from bertpre.core.io import check_apart_from_inputs, check_writable_output
+from bertpre.core.locking import output_lock
 from bertpre.core.resolve import tokenizer_directory
 
 
 def export_checkpoint(config: ExportConfig) -> Path:
-    """Export a pretraining checkpoint with its tokenizer and a model card."""
+    """Export a pretraining checkpoint with its tokenizer and a model card, under the output's lock; the output
+    is never the run, its data or the tokenizer, nor inside or around them."""
+    with output_lock(config.output):
+        return _export(config)
+
+
+def _export(config: ExportConfig) -> Path:
     checkpoint = verified(resolve_checkpoint(config.checkpoint, config.step))
-    bert = read_model_config(checkpoint)
     run = load_config(PretrainConfig, checkpoint / RUN_CONFIG_FILE)
-    model = pretraining_model(bert, next_sentence=run.objective == "mlm_nsp")
-    load_model_weights(checkpoint, model)
-    state = read_trainer_state(checkpoint)
     tokenizer = str(tokenizer_directory(config.tokenizer)) if config.tokenizer else None
     if tokenizer is None:
         tokenizer = str(read_data_metadata(run.data).tokenizer_dir)
+    check_apart_from_inputs(config.output, {"--checkpoint": [config.checkpoint, checkpoint], "--tokenizer": [tokenizer],
+                                            "run's --data": [run.data]})
+    check_writable_output(Path(config.output), config.overwrite, kind="model")  # before seconds of loading
+    bert = read_model_config(checkpoint)
+    model = pretraining_model(bert, next_sentence=run.objective == "mlm_nsp")
+    load_model_weights(checkpoint, model)
+    state = read_trainer_state(checkpoint)
     card = pretraining_model_card(bert, run, vars(state), checkpoint, _export_command(config), config,
                                   _hub_datasets(run.data))
     return export_model(model, config.output, tokenizer_dir=tokenizer, overwrite=config.overwrite, model_card=card,

@@ -19,9 +19,9 @@ from bertpre.core.errors import BertpreError
 from bertpre.model.architectures import (architecture_name, classification_model, config_from_dict,
                                          from_hf_state_dict, head_prefixes, is_modernbert, pretraining_model, tied_key,
                                          to_hf_state_dict)
-from bertpre.core.io import atomic_directory, check_writable_output
+from bertpre.core.io import atomic_directory, check_writable_output, disk_errors_named
 from bertpre.core.resolve import model_directory
-from bertpre.tokenizer.files import copy_tokenizer_files, directory_vocabulary_digest
+from bertpre.tokenizer.files import copy_tokenizer_files, directory_vocabulary_digest, refuse_remote_code
 
 WEIGHTS_FILE = "model.safetensors"
 
@@ -38,12 +38,12 @@ def export_model(model: nn.Module, output: str | Path, tokenizer_dir: str | Path
     a half-written export.
     """
     output = Path(output)
-    check_writable_output(output, overwrite)
+    check_writable_output(output, overwrite, kind="model")
     config: PretrainedConfig = model.config
     if tokenizer_dir is not None:
         check_tokenizer_matches(config, Path(tokenizer_dir))
         _check_same_vocabulary(Path(tokenizer_dir), trained_vocabulary)
-    with atomic_directory(output, overwrite=overwrite) as staging:
+    with disk_errors_named(output), atomic_directory(output, overwrite=overwrite) as staging:
         hf_config = type(config).from_dict({**config.to_dict(), "architectures": [architecture_name(model)]})
         hf_config.save_pretrained(str(staging))
         save_file(to_hf_state_dict(model), str(staging / WEIGHTS_FILE), metadata={"format": "pt"})
@@ -116,6 +116,7 @@ def read_model_config(directory: str | Path, **overrides: object) -> PretrainedC
         raise BertpreError(f"{path}: not valid JSON{where}; the file is damaged or was edited by hand") from None
     if not isinstance(data, dict):
         raise BertpreError(f"{path}: not a model configuration (a JSON object is expected)")
+    refuse_remote_code(directory)
     data.update(overrides)
     return config_from_dict(data, str(path))
 

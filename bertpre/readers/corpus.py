@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import ast
 import functools
-import glob
-import gzip
 import hashlib
 import itertools
 import json
@@ -18,20 +16,24 @@ import os
 import re
 import sysconfig
 import warnings
-import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any, Iterable, Iterator
+from typing import Any, Iterable, Iterator
 
 from bertpre.core.configs import BUILTIN_PYTHON_DOCS, CorpusConfig
 from bertpre.core.errors import BertpreError
+from bertpre.readers.input_paths import expand_name, files_below, refuse_unreadable_kind
+from bertpre.readers.lines import decoded_lines
 from bertpre.readers.sentences import split_sentences
 
 TEXT_SUFFIXES = {".txt", ".text", ".raw", ".md", ".rst", ".tokens"}
 JSONL_SUFFIXES = {".jsonl", ".json", ".ndjson"}
 PARQUET_SUFFIXES = {".parquet"}
-_HEADING = re.compile(r"^\s*=\s+([^=].*?)\s+=\s*$")
-_SUBHEADING = re.compile(r"^\s*(=\s*){2,}.*?(\s*=){2,}\s*$")
+# `= Title =` and `= = Section = =` lines. Written so that no run of spaces or `=` is tried from each of its
+# characters (the title ends at a non-space; the middle of a sub-heading is one greedy run): linear on a
+# line of any length, where `(=\s*){2,}.*?(\s*=){2,}` took hours on a few kilobytes of `= = = …`.
+_HEADING = re.compile(r"^\s*+=\s+([^=](?:.*?\S)?)\s++=\s*+$")
+_SUBHEADING = re.compile(r"^\s*=\s*=.*=\s*=\s*$")
 _CONTROL_ONLY = re.compile(r"^[\s\x00-\x1f\x7f-\x9f\u200b\ufeff]*$")
 
 
@@ -66,8 +68,9 @@ def resolve_inputs(inputs: Iterable[str]) -> list[str]:
     """Expand globs and directories into a sorted, de-duplicated list of sources.
 
     Hub names (``hf:``), built-ins (``builtin:``) and ``load_from_disk`` directories stay as they
-    are. A path that does not exist, a glob that matches nothing or a directory without text files
-    is an error naming it.
+    are. A path that exists is read as named, never as a pattern (``bertpre/readers/input_paths.py``).
+    A path that does not exist, a glob that matches nothing, a directory without text files, a named
+    pipe, socket or device, or a symbolic link to nothing is an error naming it.
     """
     resolved: list[str] = []
     for spec in inputs:
@@ -75,12 +78,13 @@ def resolve_inputs(inputs: Iterable[str]) -> list[str]:
             if spec.startswith("builtin:") and spec != BUILTIN_PYTHON_DOCS:
                 raise BertpreError(f"{spec}: unknown built-in corpus (available: {BUILTIN_PYTHON_DOCS})")
             resolved.append(spec)
-        elif any(ch in spec for ch in "*?["):
-            matches = sorted(p for p in glob.glob(spec, recursive=True) if os.path.isfile(p))
-            if not matches:
-                raise BertpreError(f"{spec}: the pattern matches no file")
+            continue
+        matches = expand_name(spec)
+        if matches is not None:
             resolved.extend(matches)
-        elif os.path.isdir(spec):
+            continue
+        refuse_unreadable_kind(spec)
+        if os.path.isdir(spec):
             resolved.extend(_files_in_directory(spec))
         elif os.path.isfile(spec):
             resolved.append(spec)
@@ -113,10 +117,7 @@ def _files_in_directory(directory: str) -> list[str]:
     if _is_saved_dataset(directory):
         return [directory]
     known = TEXT_SUFFIXES | JSONL_SUFFIXES | PARQUET_SUFFIXES
-    files = sorted(
-        str(p) for p in Path(directory).rglob("*")
-        if p.is_file() and not p.name.startswith(".") and _base_suffix(p.name) in known
-    )
+    files = sorted(files_below(directory, lambda name: _base_suffix(name) in known))
     if not files:
         raise BertpreError(f"{directory}: directory has no text files "
                            f"(looked for {', '.join(sorted(known))}, optionally .gz)")
@@ -200,59 +201,6 @@ def _read_source(source: str, config: CorpusConfig, stats: CorpusStats) -> Itera
             yield from _read_parquet(source, config, stats)
         else:
             yield from _read_text_file(source, config, stats)
-
-
-def _open_binary(path: str) -> IO[bytes]:
-    return gzip.open(path, "rb") if path.endswith(".gz") else open(path, "rb")
-
-
-def decoded_lines(path: str, errors: str, stats: CorpusStats | None = None) -> Iterator[str]:
-    """Yield a file's lines as text without line endings, checking it is text (not binary, UTF-8).
-
-    With ``errors="strict"`` an undecodable line stops with the file and byte offset; with
-    ``"replace"`` it is decoded with U+FFFD and counted in ``stats.replaced_lines``.
-    """
-    with _open_binary(path) as handle:
-        offset = 0
-        first = True
-        for raw in _checked_gzip_lines(handle, path):
-            if first:
-                if b"\x00" in raw[:8192]:
-                    raise BertpreError(f"{path}: looks like a binary file (NUL bytes), not text")
-                if raw.startswith(b"\xef\xbb\xbf"):
-                    raw = raw[3:]
-                    offset += 3
-                first = False
-            try:
-                line = raw.decode("utf-8")
-            except UnicodeDecodeError as error:
-                if errors != "replace":
-                    raise BertpreError(
-                        f"{path}: byte offset {offset + error.start} is not valid UTF-8 "
-                        "(convert the file to UTF-8, or pass --errors replace)") from None
-                line = raw.decode("utf-8", errors="replace")
-                if stats is not None:
-                    stats.replaced_lines += 1
-            offset += len(raw)
-            yield line.rstrip("\r\n").replace("\r", "")
-
-
-MAX_LINE_BYTES = 256 * 2**20
-"""Longest line read: a one-line JSON array of a whole corpus, or text without newlines, would otherwise be
-read whole into memory (several times its size once decoded and parsed) before anything could be said."""
-
-
-def _checked_gzip_lines(handle: IO[bytes], path: str) -> Iterator[bytes]:
-    number, limit = 0, MAX_LINE_BYTES
-    try:
-        while raw := handle.readline(limit + 1):
-            number += 1
-            if len(raw) > limit and not raw.endswith(b"\n"):
-                raise BertpreError(f"{path}: line {number} is longer than {limit:,} bytes; not line-oriented "
-                                   "text or JSONL (one record per line): split it into lines or records")
-            yield raw
-    except (OSError, EOFError, zlib.error) as error:  # gzip.BadGzipFile, truncated or damaged streams
-        raise BertpreError(f"{path}: not a valid gzip file ({error})") from None
 
 
 @dataclass(frozen=True)
@@ -392,8 +340,11 @@ def _record_text(record: object, path: str, where: str, column: str) -> str:
     return value
 
 
+_TEXT_LINE_BREAK = re.compile(r"\r+\n?|[\n\x85\u2028\u2029]")  # as bertpre/readers/lines.py reads a text file
+
+
 def _paragraphs_of(text: str) -> list[str]:
-    return [line for line in text.replace("\r\n", "\n").replace("\r", "\n").split("\n") if line.strip()]
+    return [line for line in _TEXT_LINE_BREAK.split(text) if line.strip()]
 
 
 def _read_jsonl(path: str, config: CorpusConfig, stats: CorpusStats) -> Iterator[Document]:
@@ -401,7 +352,7 @@ def _read_jsonl(path: str, config: CorpusConfig, stats: CorpusStats) -> Iterator
 
 
 def _jsonl_records(path: str, config: CorpusConfig, stats: CorpusStats) -> Iterator[tuple[str, dict]]:
-    for number, line in enumerate(decoded_lines(path, config.errors, stats), start=1):
+    for number, line in enumerate(decoded_lines(path, config.errors, stats, endings="jsonl"), start=1):
         if not line.strip():
             continue
         yield f"line {number}", parse_json_line(line, path, number)

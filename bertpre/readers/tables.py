@@ -14,6 +14,8 @@ from pathlib import Path
 from typing import Any, Optional, Sequence
 
 from bertpre.readers.corpus import load_hub_dataset, parse_json_line, refuse_gzipped_parquet
+from bertpre.readers.input_paths import check_input_file
+from bertpre.readers.lines import refuse_other_unicode
 from bertpre.core.errors import BertpreError
 
 csv.field_size_limit(min(sys.maxsize, 2**31 - 1))
@@ -36,8 +38,7 @@ def read_table(path: str, column_names: Sequence[str] = ()) -> TableRows:
     if path.startswith("hf:"):
         return TableRows(_read_hub_table(path))
     file = Path(path)
-    if not file.is_file():
-        raise BertpreError(f"{path}: no such file")
+    check_input_file(path)  # a pipe, a device, a dangling link or a directory is named as what it is
     name = file.name[:-3] if file.name.endswith(".gz") else file.name
     suffix = Path(name).suffix.lower()
     if suffix == ".parquet":
@@ -64,6 +65,7 @@ def read_table(path: str, column_names: Sequence[str] = ()) -> TableRows:
                 raise BertpreError(f"{path}: unknown table format (use .csv, .tsv, .jsonl or .parquet)")
             return _rows_with_header([(row, reader.line_num) for row in reader], column_names, path)
     except UnicodeDecodeError:
+        refuse_other_unicode(path, _first_bytes(path, opener))
         line, offset = _first_invalid_utf8(path, opener)
         raise BertpreError(f"{path}: not valid UTF-8 at line {line} (byte {offset}); is it a binary file, or in "
                            "another encoding? Convert it to UTF-8 (e.g. iconv -f latin1 -t utf-8)") from None
@@ -78,6 +80,10 @@ def _rows_with_header(rows: list[tuple[list[str], int]], column_names: Sequence[
     if not rows:
         return TableRows([], [])
     header = list(column_names) if column_names else rows[0][0]
+    twice = sorted({name for name in header if header.count(name) > 1})
+    if twice:  # a row as a dict would keep the last of them silently
+        raise BertpreError(f"{path}: the column{'s' if len(twice) > 1 else ''} {', '.join(map(repr, twice))} "
+                           f"{'are' if len(twice) > 1 else 'is'} named twice in the header; give each column its own name")
     body = rows if column_names else rows[1:]
     table, lines = [], []
     for row, line in body:
@@ -89,6 +95,14 @@ def _rows_with_header(rows: list[tuple[list[str], int]], column_names: Sequence[
         table.append(dict(zip(header, row)))
         lines.append(line)
     return TableRows(table, lines)
+
+
+def _first_bytes(path: str, opener: Any) -> bytes:
+    try:
+        with opener(path, "rb") as handle:
+            return handle.read(4)
+    except (OSError, EOFError, zlib.error):
+        return b""
 
 
 def _first_invalid_utf8(path: str, opener: Any) -> tuple[int, int]:

@@ -19,6 +19,7 @@ from bertpre.core.configs import (BUILTIN_PYTHON_DOCS, MODEL_SIZES, CorpusConfig
                              PredictConfig, PrepareConfig, PretrainConfig, QuickstartConfig, TokenizerConfig)
 from bertpre.readers.corpus import read_documents
 from bertpre.core.errors import BertpreError
+from bertpre.core.locking import output_lock
 from bertpre.export.export import export_checkpoint
 from bertpre.tasks.finetune import finetune
 from bertpre.tasks.predict import predict
@@ -59,7 +60,13 @@ def _stage(number: int, title: str) -> None:
 
 
 def run_quickstart(config: QuickstartConfig, show_progress: bool = True) -> dict[str, str]:
-    """Run every stage, print a summary of each, and return where the results are."""
+    """Run every stage, print a summary of each, and return where the results are (the whole output locked
+    meanwhile, and each stage's output by its stage)."""
+    with output_lock(config.output):
+        return _run_stages(config, show_progress)
+
+
+def _run_stages(config: QuickstartConfig, show_progress: bool) -> dict[str, str]:
     output = Path(config.output)
     started = time.perf_counter()
     timings: dict[str, float] = {}

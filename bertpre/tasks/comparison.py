@@ -27,7 +27,7 @@ from bertpre.core.io import write_text_atomically
 from bertpre.tasks.finetune import PREDICTIONS_FILE, FinetuneSummary, epoch_choice, finetune
 from bertpre.tasks.metrics import compute_metrics
 from bertpre.tasks.statistics import ENOUGH_SEEDS, PairedComparison, paired_bootstrap
-from bertpre.training.accelerator import process_state
+from bertpre.training.accelerator import locked_output, process_state
 
 COMPARISON_FILE = "comparison.json"
 
@@ -119,6 +119,11 @@ class ComparisonSummary:
 
 def compare_finetunes(config: FinetuneConfig, show_progress: bool = True) -> ComparisonSummary:
     """Fine-tune once per seed (and init, with ``compare_random_init``); save and return the comparison."""
+    with locked_output(config.output, config.cpu):
+        return _compare(config, show_progress)
+
+
+def _compare(config: FinetuneConfig, show_progress: bool) -> ComparisonSummary:
     inits = ["pretrained", "random"] if config.compare_random_init else [config.init]
     summary: ComparisonSummary | None = None
     for init in inits:

@@ -16,6 +16,7 @@ import json
 import math
 import random
 import shutil
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,8 +25,8 @@ from typing import Any, Optional
 import numpy as np
 import torch
 
-from bertpre.training.accelerator import (TENSORBOARD_DIR, describe_precision, finish_trackers, make_accelerator, process_state,
-                                 start_trackers)
+from bertpre.training.accelerator import (TENSORBOARD_DIR, describe_precision, finish_trackers, locked_output,
+                                         make_accelerator, process_state, start_trackers)
 from bertpre.data.batching import rows_batch
 from bertpre.core.config import save_config
 from bertpre.core.configs import FinetuneConfig
@@ -36,7 +37,7 @@ from bertpre.model.architectures import attention_dropout
 from bertpre.model.attention import choose_kernel
 from bertpre.model.hf_directory import (check_tokenizer_matches, export_model, load_pretrained, read_model_config,
                                   usable_sequence_length)
-from bertpre.core.io import check_writable_output, write_text_atomically
+from bertpre.core.io import check_apart_from_inputs, check_writable_output, output_kind, write_text_atomically
 from bertpre.tasks.metrics import compute_metrics
 from bertpre.core.metrics_log import METRICS_FILE, append_metrics
 from bertpre.export.model_card import classifier_model_card
@@ -208,7 +209,8 @@ class _Best:
 
 
 def finetune(config: FinetuneConfig, show_progress: bool = True) -> FinetuneSummary:
-    """Fine-tune a classification (or regression) head and export the best epoch's model.
+    """Fine-tune a classification (or regression) head and export the best epoch's model (under the
+    output's lock: one writer).
 
     One run, with ``config.seed``: several seeds or a comparison with random init are
     ``compare_finetunes``'s (``bertpre finetune`` picks it for them), and are refused here rather than ignored.
@@ -217,17 +219,22 @@ def finetune(config: FinetuneConfig, show_progress: bool = True) -> FinetuneSumm
         raise BertpreError("seeds, compare_random_init: finetune() runs one fine-tune (seed, init); call "
                            "compare_finetunes() for several seeds or the comparison with random init")
     started = time.perf_counter()
-    run = build(config)
-    best, history = fit(run, show_progress)
-    return finish(run, best, history, started)
+    with locked_output(config.output, config.cpu):
+        run = build(config)
+        best, history = fit(run, show_progress)
+        return finish(run, best, history, started)
 
 
 def build(config: FinetuneConfig) -> _Run:
     """Read the task, load the model with a fresh head, tokenize the rows, make the optimizer and schedule."""
     from accelerate.utils import set_seed
 
-    check_writable_output(Path(config.output), config.overwrite)
     config = dataclasses.replace(config, model=str(model_directory(config.model)))  # a Hub id: its cached snapshot
+    check_apart_from_inputs(config.output, {"--model": [config.model], "--train-file": [config.train_file],
+                                            "--eval-file": [config.eval_file],
+                                            "--data-dir": [config.data_dir if config.task else None]})
+    unfinished = _unfinished_run(Path(config.output))
+    check_writable_output(Path(config.output), config.overwrite or unfinished, kind="fine-tuning run")
     task = _resolve_task(config)
     config, note = _check_model_directory(config)
     tokenizer = load_tokenizer(config.model)
@@ -300,6 +307,18 @@ def _check_model_directory(config: FinetuneConfig) -> tuple[FinetuneConfig, str]
     return dataclasses.replace(config, max_seq_length=length), note
 
 
+def _unfinished_run(output: Path) -> bool:
+    """Whether ``output`` holds only what a fine-tuning run stopped before its end leaves (its config and logs,
+    no classifier, no results): the same command starts it again, as it would an empty directory. Another
+    writer of it would hold its lock, so this is never a run in progress."""
+    unfinished = (output_kind(output) == "fine-tuning run" and (output / "finetune.yaml").is_file()
+                  and not (output / "model").exists() and not (output / "eval_results.json").exists())
+    if unfinished:
+        print(f"bertpre: note: {output}: a fine-tuning run that was stopped before its end; starting it again",
+              file=sys.stderr)
+    return unfinished
+
+
 def _clear_earlier_run(output: Path, cpu: bool) -> None:
     """Remove an earlier run's logs from ``output`` (reached only with --overwrite when it is not empty): the
     metrics log is appended to, so a rerun would otherwise read as six epochs of one run. Before the
@@ -324,6 +343,8 @@ def fit(run: _Run, show_progress: bool = True) -> tuple[_Best, list[dict[str, fl
     patience_left = config.early_stopping_patience
     output = Path(config.output)
     output.mkdir(parents=True, exist_ok=True)
+    if accelerator.is_main_process:  # from the first step, so that a killed run's output is known for what it is
+        save_config(config, output / "finetune.yaml")
     step = 0
     for epoch in range(1, config.epochs + 1):
         model.train()

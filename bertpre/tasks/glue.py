@@ -12,18 +12,17 @@ from __future__ import annotations
 import copy
 import dataclasses
 import json
-import shutil
 from pathlib import Path
 from typing import Any
 
-from bertpre.training.accelerator import process_state
+from bertpre.training.accelerator import locked_output, process_state
 from bertpre.tasks.comparison import ComparisonSummary, add_run, compare_finetunes, wants_several_runs
 from bertpre.core.config import save_config
 from bertpre.core.configs import FinetuneConfig, GlueConfig
 from bertpre.core.errors import BertpreError
 from bertpre.tasks.finetune import check_task, finetune
 from bertpre.core.glue_tasks import GLUE_TASKS
-from bertpre.core.io import check_writable_output, write_text_atomically
+from bertpre.core.io import check_apart_from_inputs, check_writable_output, remove_output, write_text_atomically
 
 RESULTS_FILE = "glue_results.json"
 
@@ -35,9 +34,15 @@ def run_glue(config: GlueConfig, show_progress: bool = True) -> list[dict[str, A
     with ``overwrite`` the earlier leaderboard goes at once and each task's earlier results before it runs.
     Under a multi-process launch every process checks, and the main process alone writes and removes.
     """
+    with locked_output(config.output, config.cpu):
+        return _run_glue(config, show_progress)
+
+
+def _run_glue(config: GlueConfig, show_progress: bool) -> list[dict[str, Any]]:
     output = Path(config.output)
     processes = process_state(config.cpu)
-    check_writable_output(output, config.overwrite)
+    check_apart_from_inputs(output, {"--model": [config.model], "--data-dir": [config.data_dir]})
+    check_writable_output(output, config.overwrite, kind="GLUE run")
     for name in config.tasks:  # every task's files are read and checked before the first one trains
         _check_task_files(config.data_dir, name)
         check_task(glue_task_config(config, name))
@@ -153,7 +158,4 @@ def _check_task_files(data_dir: str, name: str) -> None:
 
 def _remove_earlier_results(task_output: Path) -> None:
     """An earlier run's results of a task (only there with ``overwrite``): stale epochs and seeds must not mix in."""
-    if task_output.is_dir():
-        shutil.rmtree(task_output)
-    elif task_output.exists():
-        task_output.unlink()
+    remove_output(task_output)

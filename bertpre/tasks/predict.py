@@ -15,7 +15,8 @@ from bertpre.core.configs import PredictConfig
 from bertpre.core.errors import BertpreError
 from bertpre.model.attention import choose_kernel
 from bertpre.model.hf_directory import load_pretrained, read_model_config, usable_sequence_length
-from bertpre.core.io import write_text_atomically
+from bertpre.core.io import check_apart_from_inputs, refuse_symlinked_output, write_text_atomically
+from bertpre.core.locking import output_lock
 from bertpre.tasks.metrics import compute_metrics
 from bertpre.core.resolve import model_directory
 from bertpre.readers.tables import EncodedRows, LabelledData, as_floats, read_table, select_columns
@@ -26,10 +27,17 @@ def predict(config: PredictConfig) -> dict[str, Any]:
     """Run an exported classifier over a file; write one JSON line per row and return metrics.
 
     The inputs (and gold labels, when a label column is named) are checked before anything is
-    written, and the predictions file is replaced in one rename: an error never leaves one behind.
+    written, and the predictions file is replaced in one rename, under its lock: an error never leaves
+    one behind.
     """
+    with output_lock(config.output):
+        return _predict(config)
+
+
+def _predict(config: PredictConfig) -> dict[str, Any]:
     _check_output(config)
     config = dataclasses.replace(config, model=str(model_directory(config.model)))  # a Hub id: its cached snapshot
+    check_apart_from_inputs(config.output, {"--input": [config.input], "--model": [config.model]})
     hf_config = read_model_config(config.model)
     if not hf_config.architectures or "ForSequenceClassification" not in hf_config.architectures[0]:
         raise BertpreError(f"{config.model}: not a classifier (architectures {hf_config.architectures}); "
@@ -74,17 +82,32 @@ def predict(config: PredictConfig) -> dict[str, Any]:
 
 
 def _check_output(config: PredictConfig) -> None:
-    """Refuse, before any work, an output that would replace the input, a directory or (without
-    --overwrite) an existing file."""
+    """Refuse, before any work, an output that would replace the input, a directory, a symbolic link, (without
+    --overwrite) an existing file, or (with it) a file that is not an earlier file of predictions."""
     output = Path(config.output)
     if not config.input.startswith("hf:") and Path(config.input).exists() and output.exists() and \
             output.resolve() == Path(config.input).resolve():
         raise BertpreError(f"{config.output}: is the --input file; write the predictions to another --output")
+    refuse_symlinked_output(output)
     if output.is_dir():
         raise BertpreError(f"{config.output}: is a directory; --output names the predictions file (e.g. "
                            f"{output / 'predictions.jsonl'})")
     if output.exists() and not config.overwrite:
         raise BertpreError(f"{config.output}: exists; choose another --output or pass --overwrite true")
+    if output.exists() and not _holds_predictions(output):
+        raise BertpreError(f"{config.output}: exists and is not a file of predictions (its first line is not one); "
+                           "--overwrite replaces only an earlier output of `bertpre predict`: choose another --output")
+
+
+def _holds_predictions(path: Path) -> bool:
+    """Whether ``path`` is empty or starts with a line `predict` writes (a JSON object with a score)."""
+    try:
+        with open(path, "rb") as handle:
+            first = handle.readline(1 << 16)
+        record = json.loads(first) if first.strip() else {"score": 0}
+    except (OSError, ValueError):
+        return False
+    return isinstance(record, dict) and "score" in record
 
 
 def _gold_labels(data: LabelledData, hf_config: Any, config: PredictConfig) -> np.ndarray:

@@ -36,8 +36,31 @@ def load_tokenizer(directory: str | Path):  # noqa: ANN201 - a transformers toke
     return tokenizer
 
 
+REMOTE_CODE_KEYS = ("auto_map",)
+"""Keys of ``config.json`` / ``tokenizer_config.json`` that name Python files of the directory to import: code
+that ``trust_remote_code`` would run. bertpre never sets it, and refuses such a directory outright (an
+interactive transformers would ask, and a tired user might say yes)."""
+
+
+def refuse_remote_code(directory: str | Path) -> None:
+    """Refuse a model or tokenizer directory whose configs ask to run code of their own."""
+    for name in ("config.json", "tokenizer_config.json"):
+        path = Path(directory) / name
+        try:
+            record = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+        except (OSError, UnicodeDecodeError, ValueError):
+            continue  # unreadable: the reader of that file says so
+        asks = [key for key in REMOTE_CODE_KEYS if isinstance(record, dict) and key in record]
+        if asks:
+            raise BertpreError(f"{path}: asks to run Python code shipped with it ({asks[0]}: "
+                               f"{json.dumps(record[asks[0]])[:80]}); bertpre never runs code from a model or "
+                               "tokenizer directory: use a plain BERT directory")
+
+
 def check_wordpiece_files(directory: Path) -> None:
-    """A real BERT WordPiece tokenizer lies here: tokenizer.json of a WordPiece model, or a vocab.txt."""
+    """A real BERT WordPiece tokenizer lies here: tokenizer.json of a WordPiece model, or a vocab.txt; and it
+    asks to run no code of its own."""
+    refuse_remote_code(directory)
     if not any((directory / name).is_file() for name in ("tokenizer.json", "vocab.txt")):
         what = "a model directory without tokenizer files" if (directory / "config.json").exists() else "not a tokenizer"
         raise BertpreError(f"{directory}: {what} (no tokenizer.json or vocab.txt); pass a tokenizer directory, "
@@ -68,17 +91,27 @@ def vocab_file_tokens(vocab_file: Path) -> list[str]:
 def directory_vocabulary_digest(directory: str | Path) -> Optional[str]:
     """The :func:`vocabulary_digest` of a tokenizer or model directory's vocab.txt (or tokenizer.json);
     None when it has neither (a bertpre checkpoint) or they cannot be read."""
+    return next(iter(vocabulary_digests(directory).values()), None)
+
+
+def vocabulary_digests(directory: str | Path) -> dict[str, str]:
+    """The :func:`vocabulary_digest` of each of a directory's vocab.txt and tokenizer.json that can be read (the
+    fast tokenizer reads tokenizer.json, the classic one vocab.txt: both must be the same vocabulary)."""
     directory = Path(directory)
+    digests = {}
     try:
         if (directory / "vocab.txt").is_file():
-            return vocabulary_digest(vocab_file_tokens(directory / "vocab.txt"))
+            digests["vocab.txt"] = vocabulary_digest(vocab_file_tokens(directory / "vocab.txt"))
+    except (OSError, UnicodeDecodeError, ValueError):
+        pass
+    try:
         if (directory / "tokenizer.json").is_file():
             spec = json.loads((directory / "tokenizer.json").read_text(encoding="utf-8"))
             vocab = {**spec["model"]["vocab"], **{token["content"]: token["id"] for token in spec.get("added_tokens", [])}}
-            return vocabulary_digest(sorted(vocab, key=vocab.__getitem__))  # as get_vocab() gives it to prepare
-    except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError):
-        return None
-    return None
+            digests["tokenizer.json"] = vocabulary_digest(sorted(vocab, key=vocab.__getitem__))  # as get_vocab() gives
+    except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError, AttributeError):
+        pass
+    return digests
 
 
 def copy_tokenizer_files(source: str | Path, destination: str | Path) -> None:

@@ -23,7 +23,8 @@ from bertpre.core.configs import SPECIAL_TOKENS, TokenizerConfig
 from bertpre.readers.corpus import (CorpusStats, Document, iter_paragraph_batches, read_documents, resolve_inputs,
                             warn_about_replaced_bytes)
 from bertpre.core.errors import BertpreError
-from bertpre.core.io import atomic_directory, check_writable_output
+from bertpre.core.io import atomic_directory, check_apart_from_inputs, check_writable_output, disk_errors_named
+from bertpre.core.locking import output_lock
 
 PAD, UNK, CLS, SEP, MASK = SPECIAL_TOKENS
 
@@ -72,11 +73,17 @@ def train_tokenizer(config: TokenizerConfig, show_progress: bool = True) -> Toke
 
     The corpus is streamed twice in batches (never held in memory): once to fix the alphabet,
     once to learn the pieces. The output directory is written only after training succeeded:
-    files go to a temporary sibling directory that is renamed at the end.
+    files go to a temporary sibling directory that is renamed at the end, under the output's lock.
     """
+    with output_lock(config.output):
+        return _train_tokenizer(config, show_progress)
+
+
+def _train_tokenizer(config: TokenizerConfig, show_progress: bool) -> TokenizerSummary:
     output = Path(config.output)
-    check_writable_output(output, config.overwrite)
     sources = resolve_inputs(config.inputs)
+    check_apart_from_inputs(output, {"--inputs": [*config.inputs, *sources]})
+    check_writable_output(output, config.overwrite, kind="tokenizer", keeps_other_files=True)
     started = time.perf_counter()
     stats = CorpusStats()
     tokenizer = build_wordpiece_tokenizer(config)
@@ -100,7 +107,7 @@ def train_tokenizer(config: TokenizerConfig, show_progress: bool = True) -> Toke
     tokenizer = build_wordpiece_tokenizer(config, vocab)
     tokenizer.add_special_tokens(special_tokens)
     tokenizer.post_processor = bert_post_processor(tokenizer)
-    with atomic_directory(output, overwrite=True, keep_other_files=True) as staging:
+    with disk_errors_named(output), atomic_directory(output, overwrite=True, keep_other_files=True) as staging:
         save_tokenizer_files(tokenizer, config, staging)
     return TokenizerSummary(str(output), tokenizer.get_vocab_size(), config.vocab_size, stats.documents,
                             stats.paragraphs, stats.characters, time.perf_counter() - started)

@@ -15,12 +15,14 @@ from __future__ import annotations
 
 import dataclasses
 import os
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any, Iterator, Optional, Sequence
 
 import torch
 
-from bertpre.core.errors import ConfigError
+from bertpre.core.errors import BertpreError, ConfigError
+from bertpre.core.locking import OutputLock
 
 LAUNCHER_PRECISION_ENV = "ACCELERATE_MIXED_PRECISION"
 """Where ``accelerate launch`` puts the mixed precision of its config for the processes it starts."""
@@ -120,6 +122,33 @@ def process_state(cpu: bool) -> Any:
     from accelerate import PartialState
 
     return PartialState(cpu=uses_cpu(cpu))
+
+
+@contextmanager
+def locked_output(output: str | Path, cpu: bool) -> Iterator[None]:
+    """Hold ``output``'s lock (``bertpre/core/locking.py``) for a run of one or many processes: the main process
+    takes it, and every process learns whether it could, so that all of them refuse alike (a second launch on
+    the same output) instead of the others waiting on a main process that has gone."""
+    processes = process_state(cpu)
+    if processes.num_processes == 1:
+        with OutputLock(output):
+            yield
+        return
+    from accelerate.utils import broadcast_object_list
+
+    lock, refusal = OutputLock(output), [""]
+    if processes.is_main_process:
+        try:
+            lock.acquire()
+        except BertpreError as error:
+            refusal = [str(error)]
+    broadcast_object_list(refusal)
+    if refusal[0]:
+        raise BertpreError(refusal[0])
+    try:
+        yield
+    finally:
+        lock.release()  # a no-op on the processes that never took it
 
 
 def finish_trackers(accelerator: Any) -> None:

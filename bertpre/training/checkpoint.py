@@ -14,10 +14,11 @@ import hashlib
 import json
 import os
 import random
+import re
 import shutil
 import warnings
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 import torch
@@ -26,7 +27,7 @@ from torch import nn
 from bertpre.core.config import save_config
 from bertpre.core.errors import BertpreError
 from bertpre.model.architectures import tied_key
-from bertpre.core.io import apply_umask
+from bertpre.core.io import apply_umask, disk_error, os_error_of
 from bertpre.training.sharding import (without_compile, full_model_state_dict, full_optimizer_state_dict, holds_first_copy,
                               load_full_model_state_dict, load_full_optimizer_state_dict, local_part,
                               reshard, state_dict_names, uses_fsdp)
@@ -42,6 +43,7 @@ if TYPE_CHECKING:
 
 def _rank_file(stem: str, rank: int) -> str:
     return f"{stem}-rank{rank}.pt"
+
 
 
 def read_checkpoint_weights(checkpoint: Path) -> dict[str, torch.Tensor]:
@@ -106,28 +108,98 @@ def local_weight_sum(parameters: list[torch.Tensor], device: Any) -> torch.Tenso
 
 
 def _rng_state() -> dict[str, Any]:
-    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    """This process's random generators as tensors and plain numbers, which ``weights_only`` loading reads."""
+    version, keys, gauss = random.getstate()
+    name, numpy_keys, position, has_gauss, cached = np.random.get_state()
+    state = {"python": [version, torch.tensor(keys, dtype=torch.int64), gauss],
+             "numpy": [name, torch.from_numpy(numpy_keys.astype(np.int64)), position, has_gauss, cached],
+             "torch": torch.get_rng_state()}
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
 
 
 def _set_rng_state(state: dict[str, Any]) -> None:
-    random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
+    version, keys, gauss = state["python"]
+    random.setstate((int(version), tuple(int(k) for k in (keys.tolist() if torch.is_tensor(keys) else keys)), gauss))
+    name, numpy_keys, position, has_gauss, cached = state["numpy"]
+    numpy_keys = numpy_keys.numpy() if torch.is_tensor(numpy_keys) else numpy_keys  # tensors since 2026-12
+    np.random.set_state((name, np.asarray(numpy_keys, dtype=np.uint32), int(position), int(has_gauss), float(cached)))
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
+def _numpy_array_globals() -> list[Any]:
+    """What unpickling a plain numpy array needs, allowed for RNG files written before they held tensors: it
+    rebuilds arrays of numbers and can call nothing else (an object array's items would need other globals)."""
+    try:
+        from numpy._core.multiarray import _reconstruct
+    except ImportError:  # numpy 1
+        from numpy.core.multiarray import _reconstruct  # type: ignore[no-redef]
+    return [(_reconstruct, "numpy._core.multiarray._reconstruct"), (_reconstruct, "numpy.core.multiarray._reconstruct"),
+            np.ndarray, np.dtype, type(np.dtype(np.uint32))]
+
+
+def load_tensors(path: Path, allowed: Sequence[Any] = ()) -> Any:
+    """A torch file of tensors and plain data (``weights_only``: nothing in it can run code); a file that holds
+    anything else, or is damaged, is refused in one line naming it. ``allowed``: further safe globals."""
+    import pickle
+
+    try:
+        with torch.serialization.safe_globals(list(allowed)), warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # torch's notes on pickle protocols: noise beside the refusal
+            return torch.load(path, weights_only=True, map_location="cpu")
+    except pickle.UnpicklingError as error:
+        found = re.search(r"GLOBAL (\S+)", str(error))
+        which = f" ({found.group(1)})" if found else ""
+        raise BertpreError(f"{path}: holds Python objects{which}, not only tensors and numbers; refused unread: a "
+                           "file that could run code is never loaded. Use checkpoints that bertpre wrote") from None
+    except (RuntimeError, EOFError, ValueError) as error:
+        raise BertpreError(f"{path}: damaged or cut short ({str(error).splitlines()[0][:80] if str(error) else type(error).__name__}); "
+                           "resume from another checkpoint") from None
+
+
+def save_tensors(value: Any, path: Path) -> None:
+    """``torch.save`` through a Python file, so that a failed write keeps its errno (a full disk, a file too
+    large): torch's own writer reports only "file write failed"."""
+    with open(path, "wb") as handle:
+        try:
+            torch.save(value, handle)
+        except RuntimeError as error:
+            cause = os_error_of(error)
+            if cause is None:
+                raise
+            raise OSError(cause.errno, cause.strerror, str(path)) from None
+
+
 def save_checkpoint(accelerator: Any, model: nn.Module, optimizer: Any, scheduler: Any,
                     state: TrainerState, config: "PretrainConfig") -> Path:
-    """Write a complete checkpoint atomically (temporary directory, then rename); keep the newest K."""
-    from safetensors.torch import save_file
+    """Write a complete checkpoint atomically (temporary directory, then rename); keep the newest K.
 
+    A write that fails for the machine's sake (a full disk, a quota, a file too large) removes the partial
+    checkpoint and stops in one line naming the file and the errno; the checkpoints before it stay intact.
+    """
     checkpoints = Path(config.output) / CHECKPOINTS_DIR
-    final = checkpoints / checkpoint_name(state.step)
     staging = checkpoints / f".{checkpoint_name(state.step)}.partial"
+    previous = list_checkpoints(config.output)
+    try:
+        return _write_checkpoint(accelerator, model, optimizer, scheduler, state, config, staging)
+    except Exception as error:
+        if accelerator.is_main_process:
+            shutil.rmtree(staging, ignore_errors=True)
+        kept = (f"{previous[-1]} is intact: free space and run the same command again to resume from it" if previous
+                else "no earlier checkpoint exists: free space and run again")
+        named = disk_error(staging, error, f"the checkpoint of step {state.step} was not saved; {kept}")
+        if named is None:
+            raise
+        raise named from None
+
+
+def _write_checkpoint(accelerator: Any, model: nn.Module, optimizer: Any, scheduler: Any, state: TrainerState,
+                      config: "PretrainConfig", staging: Path) -> Path:
+    checkpoints = staging.parent
+    final = checkpoints / checkpoint_name(state.step)
     if accelerator.is_main_process:
         for leftover in [*checkpoints.glob(".step-*.partial"), *checkpoints.glob(".step-*.deleting")]:
             shutil.rmtree(leftover, ignore_errors=True)  # what a kill during an earlier save left
@@ -137,7 +209,7 @@ def save_checkpoint(accelerator: Any, model: nn.Module, optimizer: Any, schedule
     if len(set(state.rank_checksums)) > 1:
         raise BertpreError(f"step {state.step}: processes hold different weights {state.rank_checksums}; "
                            "data-parallel synchronisation failed")
-    torch.save(_rng_state(), staging / _rank_file("rng", accelerator.process_index))
+    save_tensors(_rng_state(), staging / _rank_file("rng", accelerator.process_index))
     if uses_fsdp(accelerator):  # every process sends its shards; the main process gets them whole
         full_state = full_model_state_dict(model)
         optimizer_state = full_optimizer_state_dict(model, optimizer)
@@ -148,11 +220,11 @@ def save_checkpoint(accelerator: Any, model: nn.Module, optimizer: Any, schedule
         unwrapped = accelerator.unwrap_model(model)
         tied = tied_key(unwrapped)
         weights = {k: v.detach().cpu().contiguous() for k, v in full_state.items() if k != tied}
-        save_file(weights, str(staging / WEIGHTS_FILE), metadata={"format": "pt"})
-        torch.save(optimizer_state, staging / OPTIMIZER_FILE)
-        torch.save(scheduler.state_dict(), staging / SCHEDULER_FILE)
+        _save_weights(weights, staging / WEIGHTS_FILE)
+        save_tensors(optimizer_state, staging / OPTIMIZER_FILE)
+        save_tensors(scheduler.state_dict(), staging / SCHEDULER_FILE)
         if accelerator.scaler is not None:
-            torch.save(accelerator.scaler.state_dict(), staging / SCALER_FILE)
+            save_tensors(accelerator.scaler.state_dict(), staging / SCALER_FILE)
         unwrapped.config.to_json_file(str(staging / MODEL_CONFIG_FILE))
         save_config(config, staging / RUN_CONFIG_FILE)
     accelerator.wait_for_everyone()
@@ -168,6 +240,19 @@ def save_checkpoint(accelerator: Any, model: nn.Module, optimizer: Any, schedule
             _remove(old)
     accelerator.wait_for_everyone()
     return final
+
+
+def _save_weights(weights: dict[str, torch.Tensor], path: Path) -> None:
+    """safetensors' ``save_file``, its write errors as an ``OSError`` naming the file (it raises its own type)."""
+    from safetensors.torch import save_file
+
+    try:
+        save_file(weights, str(path), metadata={"format": "pt"})
+    except Exception as error:
+        cause = os_error_of(error)
+        if cause is None:
+            raise
+        raise OSError(cause.errno, cause.strerror, str(path)) from None
 
 
 def _remove(checkpoint: Path) -> None:
@@ -246,7 +331,7 @@ def _keyed_by_name(optimizer_state: dict[str, Any]) -> bool:
 
 
 def _read_optimizer_state(checkpoint: Path) -> dict[str, Any]:
-    state = torch.load(checkpoint / OPTIMIZER_FILE, weights_only=True, map_location="cpu")
+    state = load_tensors(checkpoint / OPTIMIZER_FILE)
     if _keyed_by_name(state):
         raise BertpreError(f"{checkpoint}: saved under FSDP (optimizer state keyed by parameter name); resume it "
                            "under FSDP (accelerate launch --config_file jobs/accelerate/fsdp.yaml)")
@@ -257,7 +342,7 @@ def _load_sharded_optimizer(checkpoint: Path, accelerator: Any, model: nn.Module
     """The whole optimizer state, read on the main process, sharded into ``optimizer``."""
     state: dict[str, Any] = {}
     if accelerator.is_main_process:
-        state = torch.load(checkpoint / OPTIMIZER_FILE, weights_only=True, map_location="cpu")
+        state = load_tensors(checkpoint / OPTIMIZER_FILE)
     keyed_by_name = torch.tensor([float(accelerator.is_main_process and _keyed_by_name(state))],
                                  device=accelerator.device)
     torch.distributed.broadcast(keyed_by_name, src=0)  # every process must make the same decision
@@ -278,12 +363,12 @@ def load_checkpoint(path: Path, accelerator: Any, model: nn.Module, optimizer: A
     else:
         load_model_weights(path, accelerator.unwrap_model(model))
         optimizer.load_state_dict(_read_optimizer_state(path))
-    scheduler.load_state_dict(torch.load(path / SCHEDULER_FILE, weights_only=True))
+    scheduler.load_state_dict(load_tensors(path / SCHEDULER_FILE))
     if accelerator.scaler is not None and (path / SCALER_FILE).exists():
-        accelerator.scaler.load_state_dict(torch.load(path / SCALER_FILE, weights_only=True))
+        accelerator.scaler.load_state_dict(load_tensors(path / SCALER_FILE))
     rng_file = path / _rank_file("rng", accelerator.process_index)
     if not rng_file.exists():
         raise BertpreError(f"{path}: saved with fewer processes (no {rng_file.name}); an exact resume needs "
                            "the same number of processes")
-    _set_rng_state(torch.load(rng_file, weights_only=False))
+    _set_rng_state(load_tensors(rng_file, allowed=_numpy_array_globals()))
     return read_trainer_state(path)

@@ -10,21 +10,24 @@ deleting an earlier run" is this module, not the order of lines in the loop's se
 from __future__ import annotations
 
 import dataclasses
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
-from bertpre.core.config import load_config
-from bertpre.core.configs import PretrainConfig
+from bertpre.core.config import config_to_dict, load_config
+from bertpre.core.configs import ModelConfig, PretrainConfig
 from bertpre.core.errors import BertpreError
+from bertpre.core.io import OTHER_FILES, check_apart_from_inputs, output_kind, refuse_symlinked_output
 from bertpre.core.resolve import model_directory
 from bertpre.data.data_order import PackedRows
 from bertpre.data.dataset import PretrainingData, split_files
-from bertpre.data.metadata import DataMetadata, read_data_metadata
+from bertpre.data.metadata import DataMetadata, data_fingerprint, read_data_metadata
 from bertpre.model.architectures import hf_config, is_modernbert
 from bertpre.model.hf_directory import read_model_config
-from bertpre.tokenizer.files import directory_vocabulary_digest
-from bertpre.training.accelerator import process_state, resolve_trackers
+from bertpre.tokenizer.files import directory_vocabulary_digest, refuse_remote_code, vocabulary_digests
+from bertpre.training.accelerator import (LAUNCHER_PRECISION_ENV, choose_precision, process_state, resolve_trackers,
+                                         uses_cpu)
 from bertpre.training.checkpoint import (RUN_CONFIG_FILE, checkpoint_problem, is_complete, list_checkpoints,
                                          newest_intact_checkpoint, read_trainer_state)
 
@@ -48,6 +51,7 @@ def preflight(config: PretrainConfig) -> CheckedRun:
     """Read and check everything ``config`` asks for, writing nothing; refuse in one line what would fail later."""
     if config.init_from:  # a Hub id becomes its cached snapshot; a local directory stays as it is
         config = dataclasses.replace(config, init_from=str(model_directory(config.init_from, "--init-from")))
+    check_run_directory(config)
     metadata = read_data_metadata(config.data)
     check_tokenizer_copy(metadata)
     bert = model_config(config, metadata)
@@ -65,17 +69,33 @@ def preflight(config: PretrainConfig) -> CheckedRun:
     resume_from = resume_point(config)
     if resume_from is not None:
         check_checkpoint_fits(resume_from, bert, metadata)
+        refuse_resuming_into_another_run(config, resume_from, bert, metadata, world_size)
     return CheckedRun(config, metadata, bert, train_data, eval_data, resume_from, earlier_run_to_clear(config),
                       world_size, packed_rows)
+
+
+def check_run_directory(config: PretrainConfig) -> None:
+    """The run directory is none of the run's inputs, nor inside or around one, no symbolic link, and holds no
+    other kind of output (a run writes into it, and --overwrite clears its checkpoints and metrics)."""
+    output = Path(config.output)
+    refuse_symlinked_output(output)
+    check_apart_from_inputs(output, {"--data": [config.data], "--init-from": [config.init_from]})
+    if output.exists() and not output.is_dir():
+        raise BertpreError(f"{output}: exists and is not a directory")
+    kind = output_kind(output)
+    if kind not in (None, "pretraining run", OTHER_FILES):
+        raise BertpreError(f"{output}: holds a {kind}, not a pretraining run; choose another --output")
 
 
 def check_tokenizer_copy(metadata: DataMetadata) -> None:
     """The tokenizer inside the dataset is the one the pairs were made with (a swapped one would read every id
     as another word, or fail deep in the embedding)."""
-    found = directory_vocabulary_digest(metadata.tokenizer_dir)
-    if found is not None and found != metadata.tokenizer.vocab_sha256:
-        raise BertpreError(f"{metadata.tokenizer_dir}: not the tokenizer the data was prepared with (its vocabulary "
-                           "differs from the fingerprint in prepare.json); restore it or prepare the data again")
+    refuse_remote_code(metadata.tokenizer_dir)
+    for name, found in vocabulary_digests(metadata.tokenizer_dir).items():
+        if found != metadata.tokenizer.vocab_sha256:
+            raise BertpreError(f"{metadata.tokenizer_dir}: not the tokenizer the data was prepared with (the vocabulary "
+                               f"of its {name} differs from the fingerprint in prepare.json); restore it or prepare "
+                               "the data again")
 
 
 def model_config(config: PretrainConfig, metadata: DataMetadata) -> Any:
@@ -179,27 +199,112 @@ def resume_point(config: PretrainConfig) -> Optional[Path]:
     path = Path(resume)
     if not is_complete(path):
         raise BertpreError(f"resume: {path} is not a complete checkpoint directory")
-    refuse_resuming_into_another_recipe(config, path)
     return path
 
 
-def refuse_resuming_into_another_recipe(config: PretrainConfig, checkpoint: Path) -> None:
-    """Resuming continues a run exactly, schedule included: a checkpoint saved with another optimizer or
-    schedule would silently keep its own (a phase 2 that ran at phase 1's decayed rate)."""
+# What may differ when a run resumes; everything else is the experiment and is refused when it differs (a new
+# option is refused until it is added here). Budgets that extend the run; where and how often it logs,
+# evaluates and checkpoints; and switches of speed and layout after which every step computes what it did.
+MAY_CHANGE_ON_RESUME = frozenset({
+    "output",  # the same run directory, maybe reached by another path
+    "schedule.max_steps", "schedule.max_tokens", "schedule.max_minutes",
+    "logging.log_every", "logging.eval_every", "logging.eval_batches", "logging.report_to", "logging.run_name",
+    "logging.project", "masking.eval_mlm_probability",
+    "checkpointing.checkpoint_every", "checkpointing.keep_checkpoints", "checkpointing.resume",
+    "checkpointing.overwrite",
+    "batches.num_workers", "runtime.compile", "runtime.unpad_inputs", "runtime.max_nonfinite_steps", "runtime.cpu",
+    # the kernel and the last layer at masked positions change how a step is computed, not what it reads
+    "runtime.attention", "runtime.masked_last_layer",
+    # a wsd run's decay may start from any of its checkpoints: a new decay length (see _other_schedule_length)
+    "schedule.decay_steps",
+})
+# Compared on their own: the data by its fingerprint (not its path), the model by the shape it trains, the
+# starting weights by where they resolved to, the precision as the launcher and the device settle it, a
+# pinned schedule by its length (however it is spelled).
+_COMPARED_APART = frozenset({"data", "model", "init_from", "runtime.mixed_precision", "schedule.schedule_steps"})
+
+
+def refuse_resuming_into_another_run(config: PretrainConfig, checkpoint: Path, bert: Any, metadata: DataMetadata,
+                                     world_size: int) -> None:
+    """Resuming continues a run exactly: refuse, naming both values, any change that would make the continued
+    run another experiment (batch sizes, data, tokenizer, model, objective, masking, seed, optimizer, schedule,
+    precision, processes) instead of silently mixing two runs in one."""
     saved = load_config(PretrainConfig, checkpoint / RUN_CONFIG_FILE)
-    differing = [name for name in ("optimization", "schedule")
-                 if _recipe_of(getattr(saved, name)) != _recipe_of(getattr(config, name))]
-    if differing:
-        raise BertpreError(f"resume: {checkpoint} was saved with another {' and '.join(differing)} recipe; resuming "
-                           "continues that run's schedule exactly. To start a new phase from its weights, with this "
-                           f"recipe's schedule from step 0, use --init-from {checkpoint} --resume auto")
+    state = read_trainer_state(checkpoint)
+    ours, theirs = _flat_options(config), _flat_options(saved)
+    changes = [f"{key.split('.')[-1]} {theirs.get(key)} → {ours.get(key)}" for key in sorted(ours.keys() | theirs.keys())
+               if key not in MAY_CHANGE_ON_RESUME and key not in _COMPARED_APART and ours.get(key) != theirs.get(key)]
+    changes += _other_starting_weights(saved, config) + _other_precision(saved, config)
+    changes += _other_schedule_length(saved, config)
+    changes += _other_data(saved, config, state.data_fingerprint, metadata)
+    changes += _other_model(checkpoint, bert)
+    saved_processes = len(state.rank_checksums)
+    if saved_processes and saved_processes != world_size:
+        changes.append(f"processes {saved_processes} → {world_size}")
+    if changes:
+        raise BertpreError(f"resume: {checkpoint} was saved by another run ({', '.join(changes)}); resuming continues "
+                           "that run exactly, so its settings cannot change. Run with its values, or start a new "
+                           f"phase from its weights (with this recipe and its schedule from step 0) with --init-from "
+                           f"{checkpoint} and another --output")
 
 
-def _recipe_of(options: Any) -> dict[str, Any]:
-    # Budgets may grow when a run is continued in chunks, and a wsd run's decay may be started from any of its
-    # checkpoints (a new length of decay); the rest is the recipe.
-    return {k: v for k, v in vars(options).items()
-            if k not in ("max_steps", "max_tokens", "max_minutes", "schedule_steps", "decay_steps")}
+def _flat_options(config: PretrainConfig) -> dict[str, Any]:
+    """Every option as ``group.name`` (or ``name``) → value."""
+    flat: dict[str, Any] = {}
+    for key, value in config_to_dict(config).items():
+        if isinstance(value, dict) and key != "model":
+            flat.update({f"{key}.{name}": inner for name, inner in value.items()})
+        else:
+            flat[key] = value
+    return flat
+
+
+def _other_starting_weights(saved: PretrainConfig, config: PretrainConfig) -> list[str]:
+    resolved = [os.path.realpath(path) if path else None for path in (saved.init_from, config.init_from)]
+    return [] if resolved[0] == resolved[1] else [f"init_from {saved.init_from} → {config.init_from}"]
+
+
+def _other_schedule_length(saved: PretrainConfig, config: PretrainConfig) -> list[str]:
+    """A run whose schedule length was pinned (``schedule_steps``, to be done in chunks) keeps that length, whether
+    written as ``schedule_steps`` or as a ``max_steps`` equal to it; a run without it follows ``max_steps``,
+    which may grow."""
+    if saved.schedule.schedule_steps is None and config.schedule.schedule_steps is None:
+        return []
+    if saved.schedule.lr_schedule == config.schedule.lr_schedule == "wsd":
+        return []  # its stable phase is the same whatever the length: a new length places the decay anew
+    lengths = [run.schedule.schedule_steps or run.schedule.max_steps for run in (saved, config)]
+    return [] if lengths[0] == lengths[1] else [f"schedule length {lengths[0]} → {lengths[1]}"]
+
+
+def _other_precision(saved: PretrainConfig, config: PretrainConfig) -> list[str]:
+    """The precision this run would train in (as ``make_accelerator`` will settle it) against the saved one."""
+    launcher = os.environ.get(LAUNCHER_PRECISION_ENV)
+    choice = choose_precision(config.runtime.mixed_precision, uses_cpu(config.runtime.cpu), launcher).mixed_precision
+    ours = choice or (launcher or "").strip().lower() or None
+    theirs = saved.runtime.mixed_precision
+    return [] if ours is None or theirs is None or ours == theirs else [f"mixed_precision {theirs} → {ours}"]
+
+
+def _other_data(saved: PretrainConfig, config: PretrainConfig, trained_on: str, metadata: DataMetadata) -> list[str]:
+    """Other data than the run trained on, told by the data's fingerprint wherever it lies (by its path for
+    checkpoints saved before fingerprints were kept)."""
+    ours = data_fingerprint(metadata)
+    if trained_on:
+        if trained_on == ours:
+            return []
+    elif os.path.realpath(saved.data) == os.path.realpath(config.data):
+        return []
+    pairs = sum(shard.pairs("train") or 0 for shard in metadata.shards)
+    was = f"fingerprint {trained_on}" if trained_on else "no fingerprint kept"
+    return [f"data {saved.data} ({was}) → {config.data} (fingerprint {ours}, {pairs:,} training pairs)"]
+
+
+def _other_model(checkpoint: Path, bert: Any) -> list[str]:
+    """Model settings beyond the shape (checked first, by check_checkpoint_fits): activation, dropout, init, eps."""
+    saved = read_model_config(checkpoint)
+    names = [f.name for f in dataclasses.fields(ModelConfig) if f.name not in _SHAPE_FIELDS]
+    return [f"model.{name} {getattr(saved, name, None)} → {getattr(bert, name, None)}" for name in names
+            if getattr(saved, name, None) != getattr(bert, name, None)]
 
 
 _SHAPE_FIELDS = ("model_type", "vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads",

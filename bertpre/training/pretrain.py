@@ -22,7 +22,6 @@ import contextlib
 import dataclasses
 import math
 import random
-import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,16 +34,19 @@ from torch import nn
 from bertpre.core.config import config_to_dict, save_config
 from bertpre.core.configs import PretrainConfig
 from bertpre.core.errors import BertpreError
+from bertpre.core.io import remove_output
 from bertpre.core.metrics_log import METRICS_FILE, append_metrics, truncate_metrics
 from bertpre.core.seeding import mix_seed
 from bertpre.data.data_order import BatchPlan, MaskingSchedule, MicroBatches, micro_batch_loader
 from bertpre.data.dataset import PretrainingData
 from bertpre.data.masking import MaskingCollator
+from bertpre.data.metadata import data_fingerprint
 from bertpre.model.attention import choose_kernel
 from bertpre.model.architectures import attention_dropout, from_hf_state_dict, pretraining_model
 from bertpre.model.flops import gpu_peak_flops, training_flops_per_token
 from bertpre.model.hf_directory import load_encoder_weights, read_safetensors
-from bertpre.training.accelerator import describe_precision, finish_trackers, make_accelerator, start_trackers
+from bertpre.training.accelerator import (describe_precision, finish_trackers, locked_output, make_accelerator,
+                                         start_trackers)
 from bertpre.training.checkpoint import (CHECKPOINTS_DIR, RUN_CONFIG_FILE, TrainerState, checkpoint_name, is_complete,
                                          list_checkpoints, load_checkpoint, read_checkpoint_weights, save_checkpoint)
 from bertpre.training.optim import BudgetSchedule, Decay, build_optimizer, build_scheduler
@@ -181,9 +183,10 @@ def pretrain(config: PretrainConfig, show_progress: bool = True,
     started = time.perf_counter()
     # a signal while the run starts (data, model, resume) or writes its last checkpoint is kept, never fatal
     with contextlib.nullcontext(stop_requests) if stop_requests is not None else StopRequests() as requests:
-        run = build(config)
-        stopped_because, last_metrics, stop_signal = fit(run, requests, show_progress)
-        return finish(run, stopped_because, last_metrics, stop_signal, started)
+        with locked_output(config.output, config.runtime.cpu):  # one writer of the run directory
+            run = build(config)
+            stopped_because, last_metrics, stop_signal = fit(run, requests, show_progress)
+            return finish(run, stopped_because, last_metrics, stop_signal, started)
 
 
 def build(config: PretrainConfig) -> _Run:
@@ -196,9 +199,10 @@ def build(config: PretrainConfig) -> _Run:
     accelerator = make_accelerator(config.output, config.runtime.cpu, config.runtime.mixed_precision,
                                    report_to=config.logging.report_to)
     refuse_unsupported_fsdp(accelerator)  # the launcher's config, known once the accelerator exists
-    if checked.clear_earlier_run:  # every check has passed
-        shutil.rmtree(output / CHECKPOINTS_DIR)
+    if checked.clear_earlier_run and accelerator.is_main_process:  # every check has passed
+        remove_output(output / CHECKPOINTS_DIR)  # a linked checkpoints/ loses its link, never its target's files
         (output / METRICS_FILE).unlink(missing_ok=True)
+    accelerator.wait_for_everyone()
     # the precision it trains in (the option, the launcher's or the default), as saved and reported
     config = dataclasses.replace(config, runtime=dataclasses.replace(config.runtime,
                                                                      mixed_precision=accelerator.mixed_precision))
@@ -249,8 +253,9 @@ def build(config: PretrainConfig) -> _Run:
     optimizer = build_optimizer(model, optimization.optimizer, optimization.learning_rate, optimization.weight_decay,
                                 (optimization.adam_beta1, optimization.adam_beta2), optimization.adam_epsilon,
                                 accelerator.device, optimization.embedding_lr_scale)
-    vocabulary = metadata.tokenizer.vocab_sha256
-    state = TrainerState(elapsed_seconds=embedding_seconds, vocab_sha256=vocabulary)  # the vectors' time counts in --max-minutes
+    vocabulary, data = metadata.tokenizer.vocab_sha256, data_fingerprint(metadata)
+    state = TrainerState(elapsed_seconds=embedding_seconds, vocab_sha256=vocabulary,  # the vectors' time counts
+                         data_fingerprint=data)
     scheduler = _learning_rate_schedule(optimizer, config, state, total_steps)
     model, optimizer = accelerator.prepare(model, optimizer)
     if runtime.compile:  # in place: the state dict keeps its names, so checkpoints are those of the eager model
@@ -259,6 +264,7 @@ def build(config: PretrainConfig) -> _Run:
     if resume_from is not None:
         vars(state).update(vars(load_checkpoint(resume_from, accelerator, model, optimizer, scheduler)))
         state.vocab_sha256 = vocabulary  # checked to agree above; kept from now on if the checkpoint predates it
+        state.data_fingerprint = data
         accelerator.print(f"resumed from {resume_from} at step {state.step}")
         if accelerator.is_main_process:
             truncate_metrics(output / METRICS_FILE, state.step)

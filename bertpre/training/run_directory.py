@@ -48,6 +48,8 @@ class TrainerState:
     rank_checksums: list[float] = field(default_factory=list)
     # fingerprint of the vocabulary the training data was prepared with ("" in checkpoints before it was kept)
     vocab_sha256: str = ""
+    # fingerprint of the prepared data itself (bertpre/data/metadata.py; "" in checkpoints before it was kept)
+    data_fingerprint: str = ""
 
 
 def read_trainer_state(checkpoint: Path) -> TrainerState:
