@@ -15,7 +15,7 @@ BERTPRE=${BERTPRE:-bertpre}
 SEEDS=${SEEDS:-0 1 2 3 4}
 export HF_HUB_OFFLINE=1
 FINETUNE=(--task sst2 --data-dir "$SHARED/glue" --max-train-samples 8000 --epochs 3 --per-device-batch-size 32
-          --learning-rate 1e-4 --cpu true --report-to none --seeds $SEEDS)
+          --learning-rate 1e-4 --unpad-inputs true --cpu true --report-to none --seeds $SEEDS)
 
 for corpus in domain general; do
     inputs=$SHARED/classification/movie_reviews/movie_reviews.jsonl.gz

@@ -208,6 +208,7 @@ def test_compare_random_init_gives_each_metric_its_interval_and_verdict(tiny: tu
     assert rows[1]["interval"] != rows[2]["interval"]  # each metric its own
     table = glue_table(rows)
     assert "paid" in table and f"[{100 * rows[0]['interval'][0]:+.2f}, {100 * rows[0]['interval'][1]:+.2f}]" in table
+    assert "epoch of each run chosen on 10% of the training rows held out" in table
 
 
 def test_output_holds_one_folder_per_task_and_the_results(tiny: tuple[Path, Path], tmp_path: Path,

@@ -20,7 +20,7 @@ from bertpre.tasks.comparison import ComparisonSummary, add_run, compare_finetun
 from bertpre.core.config import save_config
 from bertpre.core.configs import FinetuneConfig, GlueConfig
 from bertpre.core.errors import BertpreError
-from bertpre.tasks.finetune import check_task, finetune
+from bertpre.tasks.finetune import check_task, epoch_choice, finetune
 from bertpre.core.glue_tasks import GLUE_TASKS
 from bertpre.core.io import check_apart_from_inputs, check_writable_output, remove_output, write_text_atomically
 
@@ -90,7 +90,7 @@ def task_rows(summary: ComparisonSummary) -> list[dict[str, Any]]:
                 for init in inits}
         row: dict[str, Any] = {"task": summary.task, "metric": metric, "score": runs[inits[0]]["mean"], "runs": runs,
                                "train_rows": summary.train_rows, "eval_rows": summary.eval_rows,
-                               "seconds": summary.seconds}
+                               "seconds": summary.seconds, "epoch_chosen_on": summary.chosen_on}
         if {"pretrained", "random"} <= set(runs):
             row["gain"] = runs["pretrained"]["mean"] - runs["random"]["mean"]
             comparison = summary.interval(metric)
@@ -117,7 +117,9 @@ def glue_table(rows: list[dict[str, Any]]) -> str:
         gain = f" {100 * row['gain']:>+7.2f} {_interval_cell(row):>17}  {_verdict_word(row)}" if "gain" in row else ""
         lines.append(f"{row['task']:<8} {row['metric']:<22}{cells}{gain}")
     if several:
-        lines.append(f"mean ± sd over seeds {' '.join(seeds)}; each run's epoch chosen on its selection rows")
+        lines.append(f"mean ± sd over seeds {' '.join(seeds)}")
+    if rows[0].get("epoch_chosen_on"):
+        lines.append(f"epoch of each run chosen on {rows[0]['epoch_chosen_on']}")
     if "gain" in rows[0]:
         lines.append("gain: pretrained − random init, paired by seed; 95% bootstrap interval over seeds and evaluation "
                      "rows")
@@ -142,7 +144,8 @@ def _run_task(config: FinetuneConfig, show_progress: bool) -> ComparisonSummary:
         return compare_finetunes(config, show_progress=show_progress)
     result = finetune(config, show_progress=show_progress)
     summary = ComparisonSummary(config.output, result.task, config.metric or next(iter(result.best_metrics)),
-                                train_rows=result.train_rows, eval_rows=result.eval_rows, labels=result.eval_labels)
+                                train_rows=result.train_rows, eval_rows=result.eval_rows, labels=result.eval_labels,
+                                chosen_on=epoch_choice(config))
     add_run(summary, config.init, config.seed, result)
     return summary
 
