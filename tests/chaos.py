@@ -104,9 +104,9 @@ def stages(root: Path, corpus: Path, data: Path, run: Path, model: Path, rows: P
         return len(PretrainingData(path, "train")) > 0
 
     def model_complete(path: Path) -> bool:
-        from bertpre.model.hf_directory import read_bert_config, read_safetensors
+        from bertpre.model.hf_directory import read_model_config, read_safetensors
 
-        return read_bert_config(path) is not None and len(read_safetensors(path)) > 0 and (path / "vocab.txt").is_file()
+        return read_model_config(path) is not None and len(read_safetensors(path)) > 0 and (path / "vocab.txt").is_file()
 
     def finetune_complete(path: Path) -> bool:
         return model_complete(path / "model") and (path / "eval_results.json").is_file()

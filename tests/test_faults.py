@@ -438,7 +438,7 @@ def test_bench_says_when_its_synthetic_batches_are_padded() -> None:
 
     batches, mode = bench._batches(BenchConfig(model_size="tiny", seq_length=100, batch_size=2, cpu=True), 30522,
                                    torch.device("cpu"))
-    assert batches[0]["input_ids"].shape[1] == 104 and mode.endswith("padded to 104")
+    assert batches["padded"][0]["input_ids"].shape[1] == 104 and mode.endswith("padded to 104")
     _, exact = bench._batches(BenchConfig(model_size="tiny", seq_length=64, batch_size=2, cpu=True), 30522,
                               torch.device("cpu"))
     assert exact.endswith("no padding")

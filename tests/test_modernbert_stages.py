@@ -95,7 +95,8 @@ def test_modernbert_fine_tunes_and_predicts_as_vanilla_transformers_does(uninter
                 "epochs": "1", "learning_rate": "1e-3", "report_to": "none", "cpu": "true",
                 "output": str(tmp_path / "sst2")}
     summary = finetune(load_config(FinetuneConfig, None, settings), show_progress=False)
-    assert summary.train_rows == 200 and 0 <= summary.best_metrics["accuracy"] <= 1
+    assert summary.train_rows + summary.selection_rows == 200 and summary.selection_rows == 20
+    assert 0 <= summary.best_metrics["accuracy"] <= 1
     classifier = tmp_path / "sst2" / "model"
     config = json.loads((classifier / "config.json").read_text())
     assert config["architectures"] == ["ModernBertForSequenceClassification"]

@@ -118,7 +118,8 @@ def test_packaged_defaults_resolve_outside_the_repository(tmp_path: Path, small_
         config = load_config(PretrainConfig, overrides={"model": model, "max_steps": "1", "model.hidden_dropout_prob": "0"})
         assert (config.model.num_hidden_layers, config.model.hidden_size, config.model.hidden_dropout_prob) == (4, 256, 0)
     with pytest.raises(ConfigError, match=r"model: 'huge' is neither a YAML file nor one of bertpre's model configs "
-                                          r"\(base, large, medium, mini, small, tiny\)"):
+                                          r"\(base, large, medium, mini, modernbert-base, modernbert-mini, modernbert-small, modernbert-tiny, small, "
+                                          r"tiny\)"):
         load_config(PretrainConfig, overrides={"model": "huge", "max_steps": "1"})
     with pytest.raises(ConfigError, match="config file not found"):
         load_config(PretrainConfig, "configs/pretrain/no-such-recipe.yaml")

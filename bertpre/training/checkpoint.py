@@ -330,6 +330,25 @@ def _keyed_by_name(optimizer_state: dict[str, Any]) -> bool:
     return bool(names) and all(isinstance(name, str) for name in names)
 
 
+def refuse_other_parallelism(checkpoint: Path, under_fsdp: bool) -> None:
+    """Before anything is built: a checkpoint saved under FSDP resumes only under FSDP, and one saved without it
+    only without (their optimizer states are keyed differently); the file is memory-mapped, its tensors unread."""
+    path = checkpoint / OPTIMIZER_FILE
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            state = torch.load(path, weights_only=True, map_location="cpu", mmap=True)
+    except Exception:  # noqa: BLE001 - a damaged file is named where it is read for real
+        return
+    saved_under_fsdp = _keyed_by_name(state)
+    if saved_under_fsdp and not under_fsdp:
+        raise BertpreError(f"{checkpoint}: saved under FSDP (optimizer state keyed by parameter name); resume it "
+                           "under FSDP (accelerate launch --config_file jobs/accelerate/fsdp.yaml)")
+    if under_fsdp and not saved_under_fsdp:
+        raise BertpreError(f"{checkpoint}: saved without FSDP (optimizer state keyed by position); resume it "
+                           "without FSDP, or start a new phase from its weights with --init-from")
+
+
 def _read_optimizer_state(checkpoint: Path) -> dict[str, Any]:
     state = load_tensors(checkpoint / OPTIMIZER_FILE)
     if _keyed_by_name(state):

@@ -29,7 +29,7 @@ from bertpre.tokenizer.files import directory_vocabulary_digest, refuse_remote_c
 from bertpre.training.accelerator import (LAUNCHER_PRECISION_ENV, choose_precision, process_state, resolve_trackers,
                                          uses_cpu)
 from bertpre.training.checkpoint import (RUN_CONFIG_FILE, checkpoint_problem, is_complete, list_checkpoints,
-                                         newest_intact_checkpoint, read_trainer_state)
+                                         newest_intact_checkpoint, read_trainer_state, refuse_other_parallelism)
 
 
 @dataclass
@@ -69,6 +69,7 @@ def preflight(config: PretrainConfig) -> CheckedRun:
     resume_from = resume_point(config)
     if resume_from is not None:
         check_checkpoint_fits(resume_from, bert, metadata)
+        refuse_other_parallelism(resume_from, os.environ.get("ACCELERATE_USE_FSDP", "false").lower() == "true")
         refuse_resuming_into_another_run(config, resume_from, bert, metadata, world_size)
     return CheckedRun(config, metadata, bert, train_data, eval_data, resume_from, earlier_run_to_clear(config),
                       world_size, packed_rows)
