@@ -72,3 +72,36 @@ def test_an_error_in_a_worker_is_raised_as_itself() -> None:
     with WorkerPool(2) as pool:
         with pytest.raises(BertpreError, match="^task 7: refused$"):
             list(pool.map_ordered(refuse_seven, range(20)))
+
+
+_STOPPED_EARLY = """
+import signal, sys, threading, time
+from bertpre.core.parallel import WorkerPool
+
+def slow(task):
+    time.sleep(0.2)
+    return task
+
+def stop_early():
+    with WorkerPool(2) as pool:  # left after the first result: the workers are ended mid-task
+        next(pool.map_ordered(slow, range(10)))
+
+signal.signal(signal.SIGTERM, lambda signum, frame: None)  # caught, as a run's stop request catches it
+stop_early()
+if sys.argv[1] == "thread":  # a pool opened off the main thread (a notebook, a library caller)
+    thread = threading.Thread(target=stop_early)
+    thread.start()
+    thread.join()
+print("closed")
+"""
+
+
+@pytest.mark.parametrize("where", ["main", "thread"])
+def test_closing_early_ends_the_workers_when_the_caller_catches_sigterm(where: str) -> None:
+    """A command that catches SIGTERM (pretraining's stop request, the CLI's clean unwinding) and leaves a
+    pool early, as a damaged input does: the workers end, instead of waiting forever on their queue's lock."""
+    import subprocess
+    import sys
+
+    result = subprocess.run([sys.executable, "-c", _STOPPED_EARLY, where], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0 and result.stdout.strip() == "closed", result.stderr[-2000:]

@@ -13,6 +13,7 @@ import multiprocessing
 import signal
 import sys
 from collections import deque
+from contextlib import contextmanager
 from typing import Any, Callable, Iterable, Iterator, Optional, TypeVar
 
 Task = TypeVar("Task")
@@ -31,7 +32,8 @@ class WorkerPool:
             return
         # fork starts a worker in milliseconds with bertpre already imported; elsewhere spawn is the safe way
         context = multiprocessing.get_context("fork" if sys.platform.startswith("linux") else "spawn")
-        self._pool = context.Pool(self.workers, _started_worker, (initializer, initargs))
+        with _default_sigterm():
+            self._pool = context.Pool(self.workers, _started_worker, (initializer, initargs))
 
     def map_ordered(self, function: Callable[[Task], Result], tasks: Iterable[Task],
                     ahead: Optional[int] = None) -> Iterator[Result]:
@@ -67,9 +69,28 @@ class WorkerPool:
 _SETUP_ERROR: list[BaseException] = []
 
 
+@contextmanager
+def _default_sigterm() -> Iterator[None]:
+    """SIGTERM's default action (end the process) while workers are forked, so that they are born with it.
+
+    ``close`` ends the workers with SIGTERM while holding their task queue's lock; a worker that inherited a
+    handler which catches SIGTERM (a run's stop request, the command's clean unwinding) would survive it and
+    wait on that lock forever, and the command with it."""
+    try:
+        previous = signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    except ValueError:  # not the main thread: the workers reset it themselves (_started_worker)
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def _started_worker(initializer: Optional[Callable[..., None]], initargs: tuple) -> None:
     # Ctrl-C reaches the whole process group: the main process stops the workers, they do not stop themselves.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # a worker the pool forks later, from its own thread
     try:
         if initializer is not None:
             initializer(*initargs)
