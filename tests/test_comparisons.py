@@ -74,3 +74,15 @@ def test_runs_that_cannot_be_paired_are_refused_in_one_line(tmp_path: Path) -> N
     assert status == 2 and err.count("\n") == 1
     with pytest.raises(ConfigError, match="runs: give two"):
         CompareConfig(runs=[str(tmp_path / "a")])
+
+
+def test_long_names_keep_the_table_aligned(tmp_path: Path) -> None:
+    save_runs(tmp_path / "a", 0.8), save_runs(tmp_path / "b", 0.7)
+    table = compare_saved_runs(CompareConfig(runs=[str(tmp_path / "a"), str(tmp_path / "b")],
+                                             names=["random-modernbert", "random-bert"])).table()
+    lines = table.splitlines()
+    header = next(line for line in lines if "seed 0" in line)
+    rows = [line for line in lines if line.split()[0] in ("random-modernbert", "random-bert", "difference")
+            and "−" not in line]  # the runs and their differences, not the verdict line
+    first_cell_ends = {line.index(line.split()[1]) + len(line.split()[1]) for line in rows}
+    assert len(rows) == 3 and first_cell_ends == {header.index("seed 0") + len("seed 0")}  # under its title

@@ -94,12 +94,13 @@ class ComparisonSummary:
     def table(self) -> str:
         """The runs, their means, the per-seed differences and the verdict with its interval."""
         seeds = sorted({seed for runs in self.runs.values() for seed in runs})
-        header = f"{'':<12}" + "".join(f"{'seed ' + str(s):>10}" for s in seeds) + f"{'mean':>10}{'± sd':>8}"
+        width = max(12, *(len(name) + 2 for name in self.runs))  # long --names keep the columns aligned
+        header = f"{'':<{width}}" + "".join(f"{'seed ' + str(s):>10}" for s in seeds) + f"{'mean':>10}{'± sd':>8}"
         chosen = f"; epoch of each run chosen on {self.chosen_on}" if self.chosen_on else ""
         lines = [f"task             {self.task} ({self.metric} on {self.eval_rows:,} evaluation rows{chosen})", header]
         for init, runs in self.runs.items():
             cells = "".join(f"{100 * runs[s][self.metric]:>10.2f}" if s in runs else f"{'—':>10}" for s in seeds)
-            lines.append(f"{init:<12}{cells}{100 * self.mean(init):>10.2f}{100 * self.spread(init):>8.2f}")
+            lines.append(f"{init:<{width}}{cells}{100 * self.mean(init):>10.2f}{100 * self.spread(init):>8.2f}")
         pair, comparison = self.compared(), self.interval()
         if pair is not None:
             label = "gain" if pair == ("pretrained", "random") else f"{pair[0]} − {pair[1]}"
@@ -107,7 +108,7 @@ class ComparisonSummary:
                 lines.append(f"{label:<16} {100 * self.gain():+.2f} points (no per-row predictions: no interval)")
             else:
                 differences = dict(zip(comparison.seeds, comparison.differences))
-                lines.append(f"{'difference':<12}" + "".join(f"{100 * differences[s]:>+10.2f}" if s in differences
+                lines.append(f"{'difference':<{width}}" + "".join(f"{100 * differences[s]:>+10.2f}" if s in differences
                                                            else f"{'—':>10}" for s in seeds))
                 lines.append(f"{label:<16} {comparison.describe()}")
                 if comparison.caveat():
