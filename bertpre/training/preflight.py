@@ -295,9 +295,9 @@ def _other_data(saved: PretrainConfig, config: PretrainConfig, trained_on: str, 
             return []
     elif os.path.realpath(saved.data) == os.path.realpath(config.data):
         return []
-    pairs = sum(shard.pairs("train") or 0 for shard in metadata.shards)
+    rows = sum(shard.rows("train") or 0 for shard in metadata.shards)
     was = f"fingerprint {trained_on}" if trained_on else "no fingerprint kept"
-    return [f"data {saved.data} ({was}) → {config.data} (fingerprint {ours}, {pairs:,} training pairs)"]
+    return [f"data {saved.data} ({was}) → {config.data} (fingerprint {ours}, {rows:,} training {metadata.examples})"]
 
 
 def _other_model(checkpoint: Path, bert: Any) -> list[str]:
