@@ -1,4 +1,4 @@
-"""`prepare --examples segments`: MLM-only segments of whole sentences, each of one document."""
+"""`prepare --examples segments`: MLM-only segments of whole sentences, each of one document, and training on them."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ from bertpre.data.segments import create_segments, document_segment_spans
 from bertpre.readers.corpus import read_documents
 from bertpre.readers.sentences import split_sentences
 
-from .conftest import REPO, english_articles, shared_path
+from .conftest import REPO, english_articles, pretrain_tiny, shared_path
 
 TOKENIZER = str(REPO / "tokenizer")
 CLS, SEP = 2, 3  # the default tokenizer's
@@ -219,3 +219,27 @@ def test_data_prepared_before_segments_existed_reads_as_pairs_with_the_fingerpri
     (relabelled / "prepare.json").write_text(json.dumps(record))
     assert data_fingerprint(read_data_metadata(relabelled)) != data_fingerprint(read_data_metadata(segments_wiki))
 
+
+# ---- pretraining on segments ------------------------------------------------------------------
+
+
+def test_pretraining_with_next_sentence_prediction_on_segments_is_refused_in_one_line(segments_wiki: Path,
+                                                                                     tmp_path: Path) -> None:
+    with pytest.raises(BertpreError, match="--objective mlm") as error:
+        pretrain_tiny(segments_wiki, tmp_path / "run", max_steps="1")  # the default objective, mlm_nsp
+    message = str(error.value)
+    assert "\n" not in message and message.startswith(f"{segments_wiki}: prepared as MLM-only segments")
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_packed_masked_lm_run_trains_on_segments(tmp_path: Path) -> None:
+    from .test_packing import run
+
+    data = prepare([speeches(tmp_path)], tmp_path / "data", eval_fraction=0.1, **SPEECH_OPTIONS)
+    assert data.padding_fraction > 0.3  # paragraphs are shorter than 128 tokens: what packing is for
+    result = run(tmp_path / "data", tmp_path / "run", objective="mlm", max_steps="3", schedule_steps="3")
+    lines = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    steps = [line for line in lines if "loss" in line]
+    assert len(steps) == 3 and all(np.isfinite(line["loss"]) for line in steps)
+    assert np.mean([line["padding_fraction"] for line in steps]) < data.padding_fraction / 2  # ~10% against 31%
+    assert result.tokens_seen > 0.8 * 3 * 8 * 128  # 3 steps of 8 rows of 128 slots, mostly real tokens
