@@ -223,8 +223,9 @@ def build_parser() -> argparse.ArgumentParser:
                  TokenizerConfig, _run_tokenizer_train)
     tokenizer.set_defaults(run=lambda _args: _print_help(tokenizer))
 
-    _add_command(commands, "prepare", "Turn raw corpora into tokenized next-sentence pairs saved as sharded, "
-                 "memory-mapped Arrow data (train and held-out eval splits).", PrepareConfig, _run_prepare)
+    _add_command(commands, "prepare", "Turn raw corpora into tokenized next-sentence pairs (or MLM-only segments: "
+                 "--examples segments) saved as sharded, memory-mapped Arrow data (train and held-out eval splits).",
+                 PrepareConfig, _run_prepare)
 
     _add_command(commands, "pretrain", "Pretrain BERT (masked-LM + next-sentence) on prepared data with "
                  "Accelerate: one CPU/GPU, or many GPUs and nodes under `accelerate launch`.",

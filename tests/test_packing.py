@@ -27,6 +27,18 @@ def sequences(count: int, vocab: int = 1000, seed: int = 0, longest: int = 40) -
     return examples
 
 
+def segments(count: int, vocab: int = 1000, seed: int = 0, longest: int = 40) -> list[dict]:
+    """``[CLS] segment [SEP]`` examples of random lengths, as `prepare --examples segments` makes them: token
+    types 0 and no next-sentence label."""
+    generator = torch.Generator().manual_seed(seed)
+    examples = []
+    for _ in range(count):
+        length = int(torch.randint(1, longest - 1, (), generator=generator))
+        ids = [2, *torch.randint(5, vocab, (length,), generator=generator).tolist(), 3]
+        examples.append({"input_ids": ids, "token_type_ids": [0] * len(ids), "next_sentence_label": -100})
+    return examples
+
+
 def padded(examples: list[dict]) -> dict[str, torch.Tensor]:
     from bertpre.data.batching import pad_examples
 
@@ -102,6 +114,19 @@ def test_packed_pretraining_gives_the_padded_losses_and_gradients(unpad: bool) -
     examples = sequences(12, seed=5)
     model, flat, packed = pretraining_pair(examples, 96, unpad)
     assert packed["input_ids"].numel() < 0.7 * flat["input_ids"].numel()  # packing saved slots
+    assert_same_losses_and_gradients(model, flat, packed)
+
+
+@pytest.mark.parametrize("unpad", [False, True])
+def test_packed_masked_lm_on_segments_gives_the_padded_loss_and_gradients(unpad: bool) -> None:
+    model, flat, packed = pretraining_pair(segments(24, seed=5), 96, unpad)
+    del flat["next_sentence_label"], packed["next_sentence_label"]  # as `pretrain --objective mlm` calls the model
+    assert packed["input_ids"].numel() < flat["input_ids"].numel()  # packing saved slots
+    assert_same_losses_and_gradients(model, flat, packed)
+
+
+def assert_same_losses_and_gradients(model: BertForPreTraining, flat: dict, packed: dict) -> None:
+    """The padded and the packed batch give the model the same logits, loss and gradients."""
     results = []
     for batch in (flat, packed):
         model.zero_grad()

@@ -98,7 +98,7 @@ def test_metadata_is_one_typed_object_written_and_read_in_one_place(wiki64_with_
     tokenizer = metadata.tokenizer
     assert (tokenizer.pad_id, tokenizer.cls_id, tokenizer.sep_id, tokenizer.mask_id) == (0, 2, 3, 4)
     shard = metadata.shards[0]
-    assert shard.pairs("train") > 0 and shard.pairs("eval") > 0
+    assert shard.rows("train") > 0 and shard.rows("eval") > 0
     assert shard.to_json() == (wiki64_with_eval / METADATA_FILE).read_text(encoding="utf-8")  # the writer's own bytes
 
 
@@ -108,6 +108,8 @@ def test_metadata_is_one_typed_object_written_and_read_in_one_place(wiki64_with_
     (lambda m: m["tokenizer"].update(pad_id=None), "damaged"),
     (lambda m: m.update(summary=[]), "damaged"),
     (lambda m: m.update(format_version=99), "written by a newer bertpre"),
+    (lambda m: m.update(examples=["segments"]), "damaged"),
+    (lambda m: m.update(examples="triples"), "examples 'triples' is none of pairs, segments"),
 ])
 def test_a_damaged_or_newer_metadata_file_is_one_line(wiki64_with_eval: Path, tmp_path: Path, edit, message) -> None:
     data = tmp_path / "data"

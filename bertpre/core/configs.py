@@ -165,15 +165,23 @@ class TokenizerConfig(CorpusConfig):
 
 @dataclass
 class PrepareConfig(CorpusConfig):
-    """`bertpre prepare`: next-sentence pairs, tokenized, as sharded memory-mapped Arrow data."""
+    """`bertpre prepare`: next-sentence pairs (or MLM-only segments), tokenized, as sharded memory-mapped Arrow data."""
 
     tokenizer: str = option("tokenizer", "Tokenizer directory (from `bertpre tokenizer train`) or Hugging Face Hub id; "
                             "`tokenizer` is the default uncased WordPiece shipped with bertpre.")
     output: str = option("runs/data", "Directory to write the prepared dataset to.")
-    max_seq_length: int = option(128, "Length of a pair with its [CLS] and two [SEP] tokens.")
-    short_seq_prob: float = option(0.1, "Probability of a shorter random target length (BERT: 0.1).")
-    random_next_prob: float = option(0.5, "Probability that segment B comes from another document.")
-    dupe_factor: int = option(1, "Passes over the corpus, each with different random pair choices.")
+    examples: Literal["pairs", "segments"] = option(
+        "pairs", "What each example is: `pairs`, BERT's next-sentence pairs ([CLS] A [SEP] B [SEP], B from another "
+        "document at random_next_prob, an IsNext label); or `segments`, MLM-only: each document cut at sentence ends "
+        "into consecutive [CLS] segment [SEP] of whole sentences up to max_seq_length, nothing from another document, "
+        "token types 0 and no next-sentence label (for `pretrain --objective mlm`, best with `--packing true`).")
+    max_seq_length: int = option(128, "Length of a pair with its [CLS] and two [SEP] tokens (of a segment with its "
+                                 "[CLS] and [SEP]).")
+    short_seq_prob: float = option(0.1, "Pairs: probability of a shorter random target length (BERT: 0.1); "
+                                   "segments ignore it (each is filled as far as whole sentences allow).")
+    random_next_prob: float = option(0.5, "Pairs: probability that segment B comes from another document.")
+    dupe_factor: int = option(1, "Passes over the corpus, each with different random pair choices (segments: 1 "
+                              "only, as every pass would cut them the same way).")
     seed: int = option(12345, "Seed of every random choice; same input + seed → same bytes.")
     eval_fraction: float = option(0.01, "Fraction of documents held out for evaluation (at least 2 "
                                   "documents when non-zero).")
@@ -198,6 +206,10 @@ class PrepareConfig(CorpusConfig):
                 raise ConfigError(f"{name}: must be in [0, 1), got {getattr(self, name)}")
         if self.dupe_factor < 1:
             raise ConfigError("dupe_factor: must be at least 1")
+        if self.examples == "segments" and self.dupe_factor > 1:
+            raise ConfigError(f"dupe_factor: {self.dupe_factor} with examples segments would only repeat them (a "
+                              "document is cut the same way on every pass, and masking is drawn afresh at every "
+                              "step); pass --dupe-factor 1 and train for more steps instead")
         _check_seeds(self.seed)
         if self.num_workers < 0:
             raise ConfigError("num_workers: must be 0 (all cores) or more")

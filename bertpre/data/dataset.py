@@ -52,7 +52,7 @@ class PretrainingData:
             if not files:
                 raise BertpreError(f"{split_dir}: no prepared {self.split} data (run `bertpre prepare`)")
             shard_tables = [_read_arrow_file(file) for file in files]
-            _check_row_count(split_dir, shard.pairs(self.split), sum(table.num_rows for table in shard_tables))
+            _check_row_count(split_dir, shard.rows(self.split), sum(table.num_rows for table in shard_tables))
             tables += shard_tables
         import pyarrow as pa
 

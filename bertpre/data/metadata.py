@@ -2,7 +2,8 @@
 object, written by `prepare` and read, checked and combined over shards here alone.
 
 A dataset is one `bertpre prepare` output (a *shard* of the corpus, maybe the only one) or a directory
-of several (``--shard i/N`` runs), which must agree on the tokenizer and the sequence length.
+of several (``--shard i/N`` runs), which must agree on the tokenizer, the sequence length and the kind of
+examples (next-sentence pairs or MLM-only segments).
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ METADATA_FILE = "prepare.json"
 CONFIG_FILE = "prepare.yaml"
 TOKENIZER_DIR = "tokenizer"
 SPLITS = ("train", "eval")
+EXAMPLES = ("pairs", "segments")
+"""What a prepared dataset's rows are (``prepare --examples``); data prepared before segments existed is pairs."""
 
 
 @dataclass(frozen=True)
@@ -44,18 +47,20 @@ class ShardMetadata:
     max_seq_length: int
     tokenizer: TokenizerInfo
     shard: Optional[str] = None  # ``i/N`` when prepared with --shard
-    summary: dict[str, Any] = dataclasses.field(default_factory=dict)  # PrepareSummary's fields
+    summary: dict[str, Any] = dataclasses.field(default_factory=dict)  # PrepareSummary.record()
     format_version: int = DATA_FORMAT_VERSION
+    examples: str = "pairs"  # one of EXAMPLES
 
-    def pairs(self, split: str) -> Optional[int]:
-        """How many pairs `prepare` wrote to ``split`` (None for data prepared before it said)."""
-        count = self.summary.get(f"{split}_pairs")
+    def rows(self, split: str) -> Optional[int]:
+        """How many pairs (or segments) `prepare` wrote to ``split`` (None for data prepared before it said)."""
+        count = self.summary.get(f"{split}_{self.examples}")
         return count if isinstance(count, int) else None
 
     def to_json(self) -> str:
         """``prepare.json``'s text (the root is where the file lies, not part of it)."""
         record = {"format_version": self.format_version, "max_seq_length": self.max_seq_length,
-                  "tokenizer": dataclasses.asdict(self.tokenizer), "shard": self.shard, "summary": self.summary}
+                  "examples": self.examples, "tokenizer": dataclasses.asdict(self.tokenizer), "shard": self.shard,
+                  "summary": self.summary}
         return json.dumps(record, indent=2) + "\n"
 
     def write(self) -> None:
@@ -85,6 +90,11 @@ class DataMetadata:
         return self.shards[0].max_seq_length
 
     @property
+    def examples(self) -> str:
+        """What every shard's rows are: ``pairs`` or ``segments``."""
+        return self.shards[0].examples
+
+    @property
     def tokenizer_dir(self) -> Path:
         """The copy of the tokenizer inside the dataset (the first shard's)."""
         return self.shards[0].root / TOKENIZER_DIR
@@ -99,7 +109,9 @@ def data_fingerprint(metadata: DataMetadata) -> str:
     `prepare` counted (documents, sentences, pairs, tokens, length histogram), in the order training reads them.
     The same corpus prepared again with the same recipe gives the same fingerprint; a moved copy too."""
     shards = [{"max_seq_length": shard.max_seq_length, "vocabulary": shard.tokenizer.vocab_sha256, "shard": shard.shard,
-               "summary": {k: v for k, v in shard.summary.items() if k not in _NOT_IDENTITY}}
+               "summary": {k: v for k, v in shard.summary.items() if k not in _NOT_IDENTITY},
+               # pairs add nothing: data prepared before segments existed keeps its fingerprint
+               **({"examples": shard.examples} if shard.examples != "pairs" else {})}
               for shard in metadata.shards]
     return hashlib.sha256(json.dumps(shards, sort_keys=True).encode("utf-8")).hexdigest()[:16]
 
@@ -107,8 +119,8 @@ def data_fingerprint(metadata: DataMetadata) -> str:
 def read_data_metadata(path: str | Path) -> DataMetadata:
     """The metadata of a prepared dataset, or of several shards under one directory, checked to agree.
 
-    A missing, damaged or newer-format ``prepare.json`` and shards of different tokenizers or lengths
-    are each one line naming the file.
+    A missing, damaged or newer-format ``prepare.json`` and shards of different tokenizers, lengths or
+    kinds of examples are each one line naming the file.
     """
     path = Path(path)
     if (path / METADATA_FILE).exists():
@@ -125,6 +137,9 @@ def read_data_metadata(path: str | Path) -> DataMetadata:
         if shard.max_seq_length != first.max_seq_length:
             raise BertpreError(f"{shard.root}: max_seq_length {shard.max_seq_length} differs from "
                                f"{first.max_seq_length} in {first.root}")
+        if shard.examples != first.examples:
+            raise BertpreError(f"{shard.root}: prepared as {shard.examples} but {first.root} as {first.examples}; "
+                               "prepare every shard with the same --examples")
     return DataMetadata(shards)
 
 
@@ -141,12 +156,16 @@ def read_shard_metadata(root: Path) -> ShardMetadata:
                              mask_id=_optional_int(tokenizer.get("mask_id")))
         shard = ShardMetadata(root=root, max_seq_length=_typed(record["max_seq_length"], int), tokenizer=info,
                               shard=record.get("shard"), summary=_typed(record.get("summary", {}), dict),
-                              format_version=_typed(record.get("format_version", DATA_FORMAT_VERSION), int))
+                              format_version=_typed(record.get("format_version", DATA_FORMAT_VERSION), int),
+                              examples=_typed(record.get("examples", "pairs"), str))
     except (UnicodeDecodeError, ValueError, KeyError, TypeError, AttributeError):
         raise BertpreError(f"{file}: damaged (not the JSON `bertpre prepare` writes); prepare the data again") from None
     if shard.format_version > DATA_FORMAT_VERSION:
         raise BertpreError(f"{file}: written by a newer bertpre (data format {shard.format_version}, this one reads "
                            f"{DATA_FORMAT_VERSION}); upgrade bertpre or prepare the data again")
+    if shard.examples not in EXAMPLES:
+        raise BertpreError(f"{file}: examples {shard.examples!r} is none of {', '.join(EXAMPLES)} (written by a newer "
+                           "bertpre?); upgrade bertpre or prepare the data again")
     return shard
 
 

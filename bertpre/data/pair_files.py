@@ -1,4 +1,5 @@
-"""A split's pairs as Arrow files, laid out as `datasets.save_to_disk` lays them out, written with pyarrow.
+"""A split's pairs (or segments) as Arrow files, laid out as `datasets.save_to_disk` lays them out, written with
+pyarrow.
 
 ``train/`` and ``eval/`` hold ``data-0000i-of-0000N.arrow`` (Arrow IPC streams, record batches of 1,000
 rows), ``state.json`` and ``dataset_info.json``, so ``datasets.load_from_disk`` reads a split as well
@@ -111,8 +112,10 @@ def write_split(split_rows: SplitRows, output: Path, max_shard_size: int, shard_
     return path
 
 
-def write_split_descriptions(split_rows: SplitRows, output: Path, max_shard_size: int, split: str) -> None:
-    """``state.json`` and ``dataset_info.json``, as `datasets.load_from_disk` expects them."""
+def write_split_descriptions(split_rows: SplitRows, output: Path, max_shard_size: int, split: str,
+                             examples: str = "pairs") -> None:
+    """``state.json`` and ``dataset_info.json``, as `datasets.load_from_disk` expects them (``examples``: pairs or
+    segments, for the description)."""
     files = layout(split_rows.rows, split_rows.nbytes(), max_shard_size)
     names = [f"data-{index:05d}-of-{len(files.shards):05d}.arrow" for index in range(len(files.shards))]
     fingerprint = hashlib.blake2b(json.dumps([split, split_rows.rows, split_rows.tokens, split_rows.group_rows,
@@ -123,10 +126,14 @@ def write_split_descriptions(split_rows: SplitRows, output: Path, max_shard_size
     (output / "state.json").write_text(json.dumps(state, indent=2, sort_keys=True), encoding="utf-8")
     size = split_rows.nbytes()
     info = {"builder_name": None, "citation": "", "config_name": None, "dataset_name": None, "dataset_size": size,
-            "description": "next-sentence pairs written by `bertpre prepare`", "download_size": 0,
+            "description": _DESCRIPTIONS[examples], "download_size": 0,
             "features": features(split_rows.id_type), "homepage": "", "license": "", "size_in_bytes": size,
             "splits": {split: {"name": split, "num_bytes": size, "num_examples": split_rows.rows}}}
     (output / "dataset_info.json").write_text(json.dumps(info, indent=2), encoding="utf-8")
+
+
+_DESCRIPTIONS = {"pairs": "next-sentence pairs written by `bertpre prepare`",
+                 "segments": "MLM-only segments written by `bertpre prepare --examples segments`"}
 
 
 # ---- the byte layout of `datasets` (see the module docstring) ----------------------------------

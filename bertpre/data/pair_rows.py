@@ -1,4 +1,5 @@
-"""Pass 3 of `bertpre prepare`: tokenized documents → next-sentence pairs as flat arrays, one fragment per task.
+"""Pass 3 of `bertpre prepare`: tokenized documents → next-sentence pairs (or MLM-only segments) as flat
+arrays, one fragment per task.
 
 A task is a run of consecutive documents of one split in one pass (``dupe_pass``). For each document
 the pair algorithm (:func:`bertpre.data.pairs.document_pair_spans`) decides the pairs from sentence
@@ -7,6 +8,10 @@ do not depend on how documents are dealt to workers; the token ids are then cut 
 arrays. A fragment holds the pairs' ``[CLS] A [SEP] B [SEP]`` ids and their token types end to end
 and, per pair, its length, the label and the two documents (``bertpre/data/pair_files.py`` writes them
 as the split's Arrow files).
+
+With ``--examples segments`` (:func:`segment_task`) a document is cut into ``[CLS] segment [SEP]`` rows by
+:func:`bertpre.data.segments.document_segment_spans` instead, into fragments of the same columns: token
+types all 0, the label :data:`NO_NEXT_SENTENCE_LABEL`, and the row's own document as ``b_document``.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from bertpre.data.pairs import document_pair_spans, document_rng
+from bertpre.data.segments import document_segment_spans
 from bertpre.data.token_store import TokenStore
 
 GROUP = 32
@@ -27,6 +33,9 @@ batches of 32 documents wrote them (``bertpre/data/pair_files.py`` lays the file
 VALUES, TYPES = "values.bin", "types.bin"  # per token: the ids, the token types
 LENGTHS, LABELS, DOCUMENTS, B_DOCUMENTS = "lengths.bin", "labels.bin", "documents.bin", "b_documents.bin"
 ROW_COLUMNS = {LENGTHS: np.int32, LABELS: np.int8, DOCUMENTS: np.int32, B_DOCUMENTS: np.int32}  # per pair
+NO_NEXT_SENTENCE_LABEL = -100
+"""The next-sentence label of every segment: none (-100 is the index cross-entropy ignores, so a segment
+could never pass for IsNext or NotNext; `pretrain` refuses ``--objective mlm_nsp`` on segments anyway)."""
 
 
 @dataclass(frozen=True)
@@ -139,11 +148,44 @@ def pair_task(task: PairTask) -> PairReport:
             rows[DOCUMENTS].append(index)
             rows[B_DOCUMENTS].append(span.b_document)
         group_rows[(index - task.first) // GROUP] += len(spans)
+    values = np.concatenate(parts) if parts else np.zeros(0, store.id_dtype)
+    types = np.repeat(np.tile(np.array([0, 1], np.uint8), len(segments) // 2), segments)
+    return _write_fragment(task, values, types, rows, group_rows)
+
+
+def segment_task(task: PairTask) -> PairReport:
+    """Run one task of ``--examples segments`` in a worker set up by :func:`start_worker`: each document's
+    ``[CLS] segment [SEP]`` rows, in order."""
+    settings: PairSettings = _WORKER["settings"]
+    store: TokenStore = _WORKER["store"]
+    split: SplitDocuments = _WORKER["splits"][task.split]
+    documents = _Documents(store, split, task.first, task.end)
+    cls = np.array([settings.cls_id], store.id_dtype)
+    sep = np.array([settings.sep_id], store.id_dtype)
+    parts: list[np.ndarray] = []
+    rows: dict[str, list[int]] = {name: [] for name in ROW_COLUMNS}
+    group_rows = [0] * -(-(task.end - task.first) // GROUP)
+    for index in range(task.first, task.end):
+        lengths, tokens = documents.own(index)
+        spans = document_segment_spans(lengths, settings.max_seq_length)
+        for start, end in spans:
+            parts += [cls, tokens[start:end], sep]
+            rows[LENGTHS].append(end - start + 2)
+        rows[LABELS] += [NO_NEXT_SENTENCE_LABEL] * len(spans)
+        rows[DOCUMENTS] += [index] * len(spans)
+        rows[B_DOCUMENTS] += [index] * len(spans)
+        group_rows[(index - task.first) // GROUP] += len(spans)
+    values = np.concatenate(parts) if parts else np.zeros(0, store.id_dtype)
+    return _write_fragment(task, values, np.zeros(len(values), np.uint8), rows, group_rows)
+
+
+def _write_fragment(task: PairTask, values: np.ndarray, types: np.ndarray, rows: dict[str, list[int]],
+                    group_rows: list[int]) -> PairReport:
+    """Write a task's rows into its fragment directory: token ids and types end to end, then each row column."""
     fragment = Path(task.fragment)
     fragment.mkdir(parents=True)
-    values = np.concatenate(parts) if parts else np.zeros(0, store.id_dtype)
     values.tofile(fragment / VALUES)
-    np.repeat(np.tile(np.array([0, 1], np.uint8), len(segments) // 2), segments).tofile(fragment / TYPES)
+    types.tofile(fragment / TYPES)
     for name, dtype in ROW_COLUMNS.items():
         np.asarray(rows[name], dtype).tofile(fragment / name)
     return PairReport(task.fragment, len(rows[LENGTHS]), len(values), group_rows)

@@ -1,4 +1,5 @@
-"""Stage 2, `bertpre prepare`: raw corpora → tokenized next-sentence pairs, as sharded memory-mapped Arrow.
+"""Stage 2, `bertpre prepare`: raw corpora → tokenized next-sentence pairs (or MLM-only segments), as sharded
+memory-mapped Arrow.
 
 ``prepare_pretraining_data`` runs in three passes over flat arrays on disk, so memory stays bounded
 whatever the corpus size, with every core busy in the two long ones:
@@ -9,7 +10,8 @@ whatever the corpus size, with every core busy in the two long ones:
 2. hold out whole documents for evaluation, by a hash of their text;
 3. create next-sentence pairs following Devlin et al.'s ``create_pretraining_data.py``, a run of
    documents per task (``bertpre/data/pair_rows.py``), and write each split's Arrow files
-   (``bertpre/data/pair_files.py``).
+   (``bertpre/data/pair_files.py``); with ``--examples segments``, cut each document into MLM-only
+   segments of whole sentences instead (``bertpre/data/segments.py``), in the same tasks and files.
 
 Every random choice for a document comes from a generator seeded by (seed, shard, pass, document
 index), and results are joined in task order, so the output is byte-identical for any number of
@@ -75,16 +77,19 @@ class PrepareSummary:
     warnings: list[str] = field(default_factory=list)
     corpus_tokens: int = 0  # of every sentence, before pairing (``tokens`` counts the pairs', specials included)
     decontamination: dict[str, Any] = field(default_factory=dict)  # ContaminationFilter.report(): what --decontaminate dropped
+    examples: str = "pairs"  # PrepareConfig.examples; prepare.json records it beside the summary, not in it
+
     def table(self) -> str:
         """A human-readable summary with the length histogram."""
         docs_per_second = self.documents / max(self.seconds, 1e-9)
         tokens_per_second = self.tokens / max(self.seconds, 1e-9)
+        kind = self.examples
         lines = [f"dataset          {self.output}", *self._layout_lines(),
             f"documents        {self.documents:,} ({self.train_documents:,} train, {self.eval_documents:,} eval)",
             f"sentences        {self.sentences:,}",
-            f"pairs            {self.train_pairs + self.eval_pairs:,} ({self.train_pairs:,} train, {self.eval_pairs:,} eval)",
-            f"tokens           {self.tokens:,} in pairs ({self.corpus_tokens:,} in the corpus)",
-            f"IsNext ratio     {self.is_next_ratio:.3f}",
+            f"{kind:<16} {self.train_pairs + self.eval_pairs:,} ({self.train_pairs:,} train, {self.eval_pairs:,} eval)",
+            f"tokens           {self.tokens:,} in {kind} ({self.corpus_tokens:,} in the corpus)",
+            *([f"IsNext ratio     {self.is_next_ratio:.3f}"] if kind == "pairs" else []),
             f"padding at {self.max_seq_length:<5} {self.padding_fraction:.1%}",
             f"wall time        {self.seconds:.1f} s with {self.workers} worker{'s' if self.workers != 1 else ''} "
             f"({docs_per_second:,.0f} docs/s, {tokens_per_second:,.0f} tokens/s, "
@@ -95,12 +100,21 @@ class PrepareSummary:
         if self.replaced_lines:
             lines.append(f"replaced         {self.replaced_lines:,} lines had undecodable bytes")
         lines += describe_decontamination(self.decontamination)
-        lines.append("pair length (tokens incl. specials):")
+        lines.append(f"{kind[:-1]} length (tokens incl. specials):")
         largest = max(self.length_histogram.values(), default=1) or 1
         for bucket, count in self.length_histogram.items():
             lines.append(f"  {bucket:>9}  {count:>9,}  {'#' * max(1 if count else 0, round(40 * count / largest))}")
         lines += [f"warning: {warning}" for warning in self.warnings]
         return "\n".join(lines)
+
+    def record(self) -> dict[str, Any]:
+        """The summary as prepare.json holds it: for segments, the counts named so (``train_segments``,
+        ``eval_segments``) and no IsNext ratio. Pairs keep the keys they always had, so that the fingerprint
+        of data prepared before segments existed is the same as of that data prepared again."""
+        record = {name: value for name, value in vars(self).items() if name != "examples"}
+        if self.examples == "segments":
+            record = {SEGMENT_KEYS.get(name, name): value for name, value in record.items() if name != "is_next_ratio"}
+        return record
 
     def _layout_lines(self, examples: int = 3) -> list[str]:
         """What was detected in the inputs: each layout with how many inputs have it and a few of them."""
@@ -114,8 +128,13 @@ class PrepareSummary:
         return lines
 
 
+SEGMENT_KEYS = {"train_pairs": "train_segments", "eval_pairs": "eval_segments"}
+"""The summary's counts of rows, as prepare.json names them for segments."""
+
+
 def prepare_pretraining_data(config: PrepareConfig, show_progress: bool = True) -> PrepareSummary:
-    """Turn ``config.inputs`` into train/eval next-sentence pairs saved under ``config.output``.
+    """Turn ``config.inputs`` into train/eval next-sentence pairs (or segments, ``config.examples``) saved under
+    ``config.output``.
 
     The result is written to a temporary sibling directory and renamed into place at the end, so a
     failed or interrupted run never leaves a partial dataset where a complete one is expected; the
@@ -145,7 +164,8 @@ def _prepare(config: PrepareConfig, show_progress: bool) -> PrepareSummary:
             eval_documents = _held_out_documents(store, config.eval_fraction)
             counts = _DocumentCounts.of(store, eval_documents)
             splits = {"train": store.document_count - len(eval_documents), "eval": len(eval_documents)}
-            _refuse_if_no_pairs(config, counts.pairable["train"], splits["train"])
+            if config.examples == "pairs":
+                _refuse_if_no_pairs(config, counts.pairable["train"], splits["train"])
             written = _pairs_of_each_split(config, store, eval_documents, counts, staging, tokenizer_info, workers,
                                            show_progress)
         finally:
@@ -289,7 +309,8 @@ def _refuse_too_few(config: PrepareConfig, count: int, split: str) -> None:
 def _pairs_of_each_split(config: PrepareConfig, store: TokenStore, eval_documents: np.ndarray,
                          counts: _DocumentCounts, staging: Path, tokenizer_info: TokenizerInfo, workers: int,
                          show_progress: bool) -> dict[str, SplitRows]:
-    """Pass 3 for the training split and the held-out one (when it has pairable documents); their Arrow files."""
+    """Pass 3 for the training split and the held-out one (when it has documents to make examples of); their
+    Arrow files."""
     scratch = staging / "scratch"
     id_type = token_id_type(tokenizer_info.vocab_size)
     np.save(scratch / "eval-documents.npy", eval_documents)
@@ -304,11 +325,15 @@ def _pairs_of_each_split(config: PrepareConfig, store: TokenStore, eval_document
     with WorkerPool(workers, pair_rows.start_worker, (settings,)) as pool:
         try:
             for split, count in splits.items():
-                if not count or not counts.pairable[split]:
+                if config.examples == "pairs":
+                    if not count or not counts.pairable[split]:
+                        continue
+                    _refuse_too_few(config, count, split)
+                elif not count:
                     continue
-                _refuse_too_few(config, count, split)
                 written[split] = _create_pairs(pool, store, split, count, config, scratch, id_type, show_progress)
-                _write_split_files(pool, written[split], staging / split, config.max_shard_size, split)
+                _write_split_files(pool, written[split], staging / split, config.max_shard_size, split,
+                                   config.examples)
         finally:
             pair_rows.close_worker()  # the one-worker run opened the store in this process
     return written
@@ -331,9 +356,10 @@ def _create_pairs(pool: WorkerPool, store: TokenStore, split: str, count: int, c
     tasks = list(_pair_tasks(store, split, count, config.dupe_factor, scratch / f"{split}-fragments"))
     group_rows: list[list[int]] = [[] for _ in range(config.dupe_factor)]
     rows = tokens = 0
+    task_function = pair_rows.segment_task if config.examples == "segments" else pair_rows.pair_task
     with append_files(directory, [pair_rows.VALUES, pair_rows.TYPES, *pair_rows.ROW_COLUMNS]) as append:
-        reports: Iterable[PairReport] = pool.map_ordered(pair_rows.pair_task, tasks)
-        for task, report in zip(tasks, _progress(reports, len(tasks), f"{split} pairs", show_progress)):
+        reports: Iterable[PairReport] = pool.map_ordered(task_function, tasks)
+        for task, report in zip(tasks, _progress(reports, len(tasks), f"{split} {config.examples}", show_progress)):
             append(Path(report.fragment))
             group_rows[task.dupe_pass] += report.group_rows
             rows += report.rows
@@ -341,13 +367,14 @@ def _create_pairs(pool: WorkerPool, store: TokenStore, split: str, count: int, c
     return SplitRows(directory, id_type, rows, tokens, group_rows)
 
 
-def _write_split_files(pool: WorkerPool, split_rows: SplitRows, output: Path, max_shard_size: str, split: str) -> None:
+def _write_split_files(pool: WorkerPool, split_rows: SplitRows, output: Path, max_shard_size: str, split: str,
+                       examples: str) -> None:
     output.mkdir()
     size = file_size_in_bytes(max_shard_size)
     shards = len(pair_files.layout(split_rows.rows, split_rows.nbytes(), size).shards)
     for _ in pool.map_ordered(_write_shard, [(split_rows, output, size, index) for index in range(shards)]):
         pass
-    write_split_descriptions(split_rows, output, size, split)
+    write_split_descriptions(split_rows, output, size, split, examples)
 
 
 def _write_shard(arguments: tuple[SplitRows, Path, int, int]) -> Path:
@@ -371,7 +398,7 @@ def _summarize(config: PrepareConfig, output: Path, counts: _DocumentCounts, spl
         max_seq_length=config.max_seq_length, seconds=seconds, workers=workers,
         replaced_lines=stats.replaced_lines, duplicate_lines=stats.duplicate_lines,
         single_sentence_documents=counts.single_sentence / documents if documents else 0.0,
-        layouts=dict(stats.layouts), corpus_tokens=counts.tokens)
+        layouts=dict(stats.layouts), corpus_tokens=counts.tokens, examples=config.examples)
     summary.warnings = _warnings(summary)
     return summary
 
@@ -411,10 +438,13 @@ _FIX_BOUNDARIES = ("check how the inputs were read (above) and set --document-bo
 def _warnings(summary: PrepareSummary) -> list[str]:
     """What looks wrong with the documents, and what to do about it."""
     warnings = []
-    if summary.single_sentence_documents > SINGLE_SENTENCE_WARNING:
+    if summary.examples == "pairs" and summary.single_sentence_documents > SINGLE_SENTENCE_WARNING:
         warnings.append(f"{summary.single_sentence_documents:.0%} of the documents are a single sentence: they give "
                         f"no next-sentence pairs; {_FIX_BOUNDARIES}")
-    if summary.padding_fraction > PADDING_WARNING:
+    if summary.padding_fraction > PADDING_WARNING and summary.examples == "segments":
+        warnings.append(f"{summary.padding_fraction:.0%} of every batch would be padding: the documents are shorter "
+                        "than --max-seq-length; train with `bertpre pretrain --packing true` (several segments a row)")
+    elif summary.padding_fraction > PADDING_WARNING:
         warnings.append(f"{summary.padding_fraction:.0%} of every batch would be padding: documents look cut short; "
                         f"{_FIX_BOUNDARIES}, or lower --max-seq-length")
     return warnings
@@ -422,7 +452,8 @@ def _warnings(summary: PrepareSummary) -> list[str]:
 
 def _write_metadata(directory: Path, config: PrepareConfig, tokenizer_info: TokenizerInfo,
                     summary: PrepareSummary) -> None:
-    ShardMetadata(directory, config.max_seq_length, tokenizer_info, config.shard, vars(summary)).write()
+    ShardMetadata(directory, config.max_seq_length, tokenizer_info, config.shard, summary.record(),
+                  examples=config.examples).write()
     save_config(config, directory / CONFIG_FILE)
     (directory / TOKENIZER_DIR).mkdir()
     copy_tokenizer_files(config.tokenizer, directory / TOKENIZER_DIR)

@@ -56,6 +56,7 @@ def preflight(config: PretrainConfig) -> CheckedRun:
     check_tokenizer_copy(metadata)
     bert = model_config(config, metadata)
     check_objective_fits_model(config, bert)
+    check_objective_fits_data(config, metadata)
     check_data_fits_model(config, bert, metadata)
     resolve_trackers(config.logging.report_to)  # a tracker that is not installed
     train_data = PretrainingData(config.data, "train", metadata)  # damaged data
@@ -109,6 +110,13 @@ def model_config(config: PretrainConfig, metadata: DataMetadata) -> Any:
         return hf_config(config.model, cls_token_id=tokenizer.cls_id, sep_token_id=tokenizer.sep_id,
                          bos_token_id=tokenizer.cls_id, eos_token_id=tokenizer.sep_id)
     return hf_config(config.model)
+
+
+def check_objective_fits_data(config: PretrainConfig, metadata: DataMetadata) -> None:
+    """MLM-only segments (``prepare --examples segments``) carry no next-sentence label to train NSP on."""
+    if metadata.examples == "segments" and config.objective != "mlm":
+        raise BertpreError(f"{config.data}: prepared as MLM-only segments (no next-sentence labels), which objective "
+                           f"{config.objective} needs; pass --objective mlm (or prepare pairs: --examples pairs)")
 
 
 def check_objective_fits_model(config: PretrainConfig, model: Any) -> None:
@@ -295,9 +303,9 @@ def _other_data(saved: PretrainConfig, config: PretrainConfig, trained_on: str, 
             return []
     elif os.path.realpath(saved.data) == os.path.realpath(config.data):
         return []
-    pairs = sum(shard.pairs("train") or 0 for shard in metadata.shards)
+    rows = sum(shard.rows("train") or 0 for shard in metadata.shards)
     was = f"fingerprint {trained_on}" if trained_on else "no fingerprint kept"
-    return [f"data {saved.data} ({was}) → {config.data} (fingerprint {ours}, {pairs:,} training pairs)"]
+    return [f"data {saved.data} ({was}) → {config.data} (fingerprint {ours}, {rows:,} training {metadata.examples})"]
 
 
 def _other_model(checkpoint: Path, bert: Any) -> list[str]:
