@@ -23,10 +23,15 @@ $PYTHON -m bertpre bench --workload finetune --model "$MINILM" --train-file "$SH
 
 [ -d "$OUT/data-pretrain" ] || $PYTHON -m bertpre prepare --inputs "$SHARED/pretrain" --output "$OUT/data-pretrain"
 mkdir -p "$OUT/speeches"
-cp -n "$SHARED"/pretrain/state_union/*.txt "$SHARED"/pretrain/inaugural/*.txt "$OUT/speeches/"
+for collection in state_union inaugural; do  # ten file names occur in both: each copy keeps its collection's name
+    for file in "$SHARED/pretrain/$collection"/*.txt; do cp -n "$file" "$OUT/speeches/$collection-$(basename "$file")"; done
+done
 [ -d "$OUT/data-short" ] || $PYTHON -m bertpre prepare --inputs "$OUT/speeches" --document-boundary blank_line \
     --line-format wrapped --output "$OUT/data-short"
-for corpus in pretrain short; do
+# the same paragraphs as MLM-only segments: no text of another document fills a short one's row
+[ -d "$OUT/data-short-segments" ] || $PYTHON -m bertpre prepare --inputs "$OUT/speeches" --document-boundary \
+    blank_line --line-format wrapped --examples segments --output "$OUT/data-short-segments"
+for corpus in pretrain short short-segments; do
     $PYTHON -m bertpre bench --data "$OUT/data-$corpus" --model-size mini --batch-size 32 --steps 20 \
         --warmup-steps 3 --cpu true --save-json "$OUT/pretrain-$corpus.json" | tee "$OUT/pretrain-$corpus.txt"
 done
